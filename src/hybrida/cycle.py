@@ -1,0 +1,113 @@
+"""The forecast–analysis loop: one implementation for every assimilation method."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+from hybrida import metrics
+from hybrida.assimilation.base import (
+    AssimilationMethod,
+    State,
+    state_mean,
+    state_members,
+    state_spread,
+)
+from hybrida.models.base import Model
+from hybrida.observations.base import Observation
+
+
+class FilterDiverged(RuntimeError):
+    """The analysis became non-finite; carries the cycle at which it happened."""
+
+    def __init__(self, cycle: int, message: str):
+        super().__init__(message)
+        self.cycle = cycle
+
+
+@dataclass
+class Record:
+    """What one cycle produced: prior/posterior summaries scored against the truth."""
+
+    cycle: int
+    time: float
+    truth: Tensor
+    prior_mean: Tensor
+    posterior_mean: Tensor
+    rmse_f: float
+    rmse_a: float
+    spread_f: float
+    spread_a: float
+    crps_a: float
+    n_obs: int
+    rank_a: Tensor | None = None
+    members: Tensor | None = None
+    diagnostics: dict = field(default_factory=dict)
+
+
+def _crps(state: State, truth: Tensor) -> float:
+    members = state_members(state)
+    if members is not None:
+        return float(metrics.crps_ensemble(members, truth))
+    std = state_spread(state)
+    if float(std) == 0.0:
+        return float((state_mean(state) - truth).abs().mean())
+    if hasattr(state, "cov"):
+        std = torch.diagonal(state.cov).clamp_min(0).sqrt()
+    return float(metrics.crps_gaussian(state_mean(state), std, truth))
+
+
+def run_cycle(
+    model: Model,
+    method: AssimilationMethod,
+    state: State,
+    truth: Tensor,
+    observations: Sequence[Observation],
+    steps_per_cycle: int,
+    *,
+    start_cycle: int = 1,
+    generator: torch.Generator | None = None,
+    keep_members: bool = False,
+) -> Iterator[tuple[Record, State]]:
+    """Cycle forecast and analysis, yielding ``(record, posterior)`` each cycle.
+
+    ``truth[k]`` is the true state at analysis time k (``truth[0]`` = start,
+    no observation there), ``observations[k - 1]`` the observations at cycle
+    k. Starting at ``start_cycle`` > 1 resumes from a checkpointed ``state``.
+    Raises :class:`FilterDiverged` when the posterior becomes non-finite.
+    """
+    n_cycles = len(observations)
+    dt = model.dt
+    for k in range(start_cycle, n_cycles + 1):
+        t_prev = (k - 1) * steps_per_cycle * dt
+        prior = method.forecast(model, state, steps_per_cycle, t_prev)
+        t = k * steps_per_cycle * dt
+        obs = observations[k - 1]
+        posterior = method.analyse(prior, obs, t, generator)
+        mean_a = state_mean(posterior)
+        if not bool(torch.isfinite(mean_a).all()):
+            raise FilterDiverged(k, f"{type(method).__name__}: analysis became non-finite at cycle {k}")
+        x_true = truth[k]
+        mean_f = state_mean(prior)
+        members = state_members(posterior)
+        record = Record(
+            cycle=k,
+            time=t,
+            truth=x_true,
+            prior_mean=mean_f,
+            posterior_mean=mean_a,
+            rmse_f=float(metrics.rmse(mean_f, x_true)),
+            rmse_a=float(metrics.rmse(mean_a, x_true)),
+            spread_f=float(state_spread(prior)),
+            spread_a=float(state_spread(posterior)),
+            crps_a=_crps(posterior, x_true),
+            n_obs=int(torch.isfinite(obs.y).sum()),
+            rank_a=None if members is None else metrics.rank_of_truth(members, x_true),
+            members=members.clone() if (keep_members and members is not None) else None,
+            diagnostics=method.diagnostics(),
+        )
+        state = posterior
+        yield record, state

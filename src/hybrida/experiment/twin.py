@@ -1,0 +1,59 @@
+"""Twin experiments: a nature run of the model and synthetic observations of it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from hybrida.models.base import Model
+from hybrida.observations.base import Observation
+from hybrida.observations.system import ObservationSystem
+
+
+@dataclass
+class Twin:
+    """Truth at analysis times ``(K + 1, n)`` and the observations of cycles 1..K."""
+
+    truth: Tensor
+    observations: list[Observation]
+    steps_per_cycle: int
+
+
+def nature_run(model: Model, x0: Tensor, n_cycles: int, steps_per_cycle: int) -> Tensor:
+    """True states at analysis times 0..n_cycles, shape ``(n_cycles + 1, n)``."""
+    states = [x0]
+    x = x0
+    with torch.no_grad():
+        for k in range(n_cycles):
+            x = model.forecast(x, steps_per_cycle, k * steps_per_cycle * model.dt)
+            states.append(x)
+    return torch.stack(states)
+
+
+def make_twin(
+    model: Model,
+    obs_system: ObservationSystem,
+    x0: Tensor,
+    n_cycles: int,
+    generator: torch.Generator | None = None,
+) -> Twin:
+    """Run the truth from ``x0`` and observe it every ``obs_system.every`` steps.
+
+    No observation is taken at t=0 (cycle 0).
+    """
+    truth = nature_run(model, x0, n_cycles, obs_system.every)
+    observations = [obs_system.observe(truth[k], k, generator) for k in range(1, n_cycles + 1)]
+    return Twin(truth=truth, observations=observations, steps_per_cycle=obs_system.every)
+
+
+def climatology(model: Model, x0: Tensor, n_steps: int, spinup: int = 0, thin: int = 1) -> tuple[Tensor, Tensor]:
+    """Climatological mean ``(n,)`` and covariance ``(n, n)`` from a long free run."""
+    with torch.no_grad():
+        x = model.forecast(x0, spinup) if spinup else x0
+        traj = model.forecast(x, n_steps, trajectory=True)[1::thin]
+    mean = traj.mean(0)
+    anomalies = traj - mean
+    cov = anomalies.mT @ anomalies / (traj.shape[0] - 1)
+    return mean, cov

@@ -1,0 +1,41 @@
+"""Names users write in configs, mapped to the classes that implement them (imported lazily)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+MODELS: dict[str, str] = {
+    "lorenz63": "hybrida.models.lorenz63:Lorenz63",
+    "lorenz96": "hybrida.models.lorenz96:Lorenz96",
+    "lorenz96_two_scale": "hybrida.models.lorenz96_two_scale:Lorenz96TwoScale",
+    "ks": "hybrida.models.ks:KuramotoSivashinsky",
+}
+
+METHODS: dict[str, str] = {
+    "enkf": "hybrida.assimilation.ensemble.enkf:EnKF",
+    "etkf": "hybrida.assimilation.ensemble.etkf:ETKF",
+    "denkf": "hybrida.assimilation.ensemble.denkf:DEnKF",
+    "letkf": "hybrida.assimilation.ensemble.letkf:LETKF",
+    "3dvar": "hybrida.assimilation.variational.threedvar:ThreeDVar",
+    "oi": "hybrida.assimilation.variational.oi:OptimalInterpolation",
+    "ekf": "hybrida.assimilation.variational.ekf:EKF",
+    "climatology": "hybrida.assimilation.variational.climatology:Climatology",
+}
+
+OBSERVATIONS: dict[str, str] = {
+    "identity": "hybrida.observations.networks:IdentityObs",
+    "subset": "hybrida.observations.networks:SubsetObs",
+    "every_kth": "hybrida.observations.networks:EveryKthObs",
+    "random_subset": "hybrida.observations.networks:RandomSubsetObs",
+    "radiance": "hybrida.observations.networks:RadianceObs",
+}
+
+
+def resolve(table: dict[str, str], name: str, what: str) -> Any:
+    """Import the class registered under ``name``; unknown names list the allowed ones."""
+    if name not in table:
+        allowed = ", ".join(sorted(table))
+        raise ValueError(f"unknown {what} '{name}'; choose one of: {allowed}")
+    module, attr = table[name].split(":")
+    return getattr(importlib.import_module(module), attr)
