@@ -46,7 +46,13 @@ class ErrorModel(ABC):
 
     @property
     def p(self) -> int:
+        """Number of observations."""
         return self.variance.shape[-1]
+
+    @property
+    def std(self) -> Tensor:
+        """Observation-error standard deviations sqrt(diag R) (p,)."""
+        return self.variance.sqrt()
 
 
 class DiagonalError(ErrorModel):
@@ -91,7 +97,8 @@ class CorrelatedError(ErrorModel):
             raise ValueError(f"CorrelatedError: R must be square (p, p), got shape {tuple(cov.shape)}")
         if not bool(torch.isfinite(cov).all()):
             raise ValueError("CorrelatedError: R contains NaN or inf")
-        if not torch.allclose(cov, cov.mT, atol=1e-10 * float(cov.abs().max())):
+        scale = float(cov.abs().max()) if cov.numel() else 1.0
+        if not torch.allclose(cov, cov.mT, atol=1e-10 * scale):
             raise ValueError("CorrelatedError: R must be symmetric")
         chol, info = torch.linalg.cholesky_ex(cov)
         if int(info) != 0:
