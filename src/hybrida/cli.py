@@ -1,0 +1,246 @@
+"""The ``hybrida`` command: run presets or YAML experiments, list presets, run sweeps.
+
+Exit codes: 0 success (also when the filter diverged: the summary says
+``diverged: true`` and a yellow warning line is printed), 2 bad input
+(unknown preset, invalid YAML, validation error), 1 unexpected failure.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hybrida.experiment.config import (
+    ConfigError,
+    apply_overrides,
+    parse_override,
+    read_source,
+    switch_method,
+    validate_config,
+)
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="hybrida: hybrid data assimilation + machine learning twin experiments.",
+)
+out_console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+DEFAULT_PRESET = "lorenz96/sakov2008"
+#: cycles of ``hybrida run`` without arguments: a few seconds
+DEFAULT_CYCLES = 200
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True, markup=True)
+    return typer.Exit(code)
+
+
+def _sanitise(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "run"
+
+
+def _model_dt(data: dict[str, Any]) -> float | None:
+    """The model time step: from the params, else the model class default."""
+    model = data.get("model") or {}
+    dt = (model.get("params") or {}).get("dt")
+    if isinstance(dt, (int, float)):
+        return float(dt)
+    from hybrida import registry
+    from hybrida.experiment.builder import resolve
+
+    try:
+        cls = resolve(registry.MODELS, model.get("name", "lorenz96"), "model")
+        default = inspect.signature(cls.__init__).parameters["dt"].default
+        return float(default)
+    except (ValueError, KeyError, TypeError):  # validation reports the real problem
+        return None
+
+
+def _fit_burn_in(data: dict[str, Any]) -> str | None:
+    """Shorten a preset's burn-in that is longer than a shortened run (returns a note)."""
+    dt = _model_dt(data)
+    if dt is None:
+        return None
+    every = (data.get("observations") or {}).get("every", 1)
+    total = data.get("cycles", 1) * every * dt
+    burn = data.get("burn_in", 0.0)
+    if isinstance(burn, (int, float)) and isinstance(total, (int, float)) and burn >= total:
+        data["burn_in"] = round(0.2 * total, 10)
+        return f"burn_in {burn:g} >= run length {total:g}: using {data['burn_in']:g} (set burn_in to change)"
+    return None
+
+
+def _summary_table(summary: dict[str, Any], title: str) -> Table:
+    table = Table(title=title, show_header=True, header_style="bold")
+    table.add_column("score")
+    table.add_column("value", justify="right")
+    for key in (
+        "method",
+        "seed",
+        "N",
+        "n_cycles",
+        "n_scored",
+        "rmse_a",
+        "rmse_f",
+        "spread_a",
+        "spread_f",
+        "spread_skill",
+        "crps_a",
+        "clim_std",
+        "wall_s",
+        "diverged",
+    ):
+        v = summary.get(key)
+        if v is None:
+            continue
+        table.add_row(key, f"{v:.4g}" if isinstance(v, float) else str(v))
+    return table
+
+
+@app.command()
+def run(
+    source: Annotated[
+        str | None, typer.Argument(help="preset name (see `hybrida presets`) or config YAML path")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", "-s", help="override KEY=VALUE (dotted keys, YAML values); repeatable"
+        ),
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="master seed")] = None,
+    cycles: Annotated[
+        int | None, typer.Option("--cycles", help="number of analysis cycles")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="output folder (default runs/<name>-<seed>)")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="continue from OUT/checkpoint.pt")
+    ] = False,
+    no_plots: Annotated[bool, typer.Option("--no-plots", help="skip the PNG figures")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    """Run one twin experiment; write results.nc, summary.json, config.yaml and plots.
+
+    Without SOURCE it runs lorenz96/sakov2008 for a few hundred cycles. A
+    diverged filter is reported (summary and warning) with exit code 0.
+    """
+    from hybrida.experiment.runner import run_experiment
+
+    set_ = set_ or []
+    notes = []
+    try:
+        data = read_source(source or DEFAULT_PRESET)
+        for o in set_:
+            parts, value = parse_override(o)
+            if parts == ["method", "name"]:
+                data = switch_method(data, value)
+        data = apply_overrides(data, list(set_))
+        if cycles is None and source is None:
+            cycles = DEFAULT_CYCLES
+        if cycles is not None:
+            data["cycles"] = cycles
+            if not any(o.split("=", 1)[0].strip() == "burn_in" for o in set_):
+                note = _fit_burn_in(data)
+                if note:
+                    notes.append(note)
+        if seed is not None:
+            data["seed"] = seed
+        config = validate_config(data)
+    except ConfigError as err:
+        raise _fail(str(err)) from None
+
+    out_dir = out or Path("runs") / f"{_sanitise(config.name)}-{config.seed}"
+    for note in notes:
+        err_console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
+    try:
+        result = run_experiment(config, out_dir, resume=resume, progress=not quiet)
+    except ConfigError as err:
+        raise _fail(str(err)) from None
+    except ValueError as err:  # e.g. a checkpoint written for another config
+        if resume:
+            raise _fail(str(err)) from None
+        raise
+    files = list(result.files.values())
+    if not no_plots:
+        from hybrida.plots import plot_all
+
+        files += plot_all(result.dataset(), out_dir, burn_in=config.burn_in)
+    summary = result.summary
+    out_console.print(_summary_table(summary, f"{config.name} / {config.method.name}"))
+    if result.resumed_from is not None:
+        out_console.print(f"resumed after cycle {result.resumed_from}")
+    if summary["diverged"]:
+        where = f" at cycle {summary['diverged_cycle']}" if summary.get("diverged_cycle") else ""
+        err_console.print(
+            f"[bold yellow]warning:[/] filter diverged{where}: {summary['diverged_reason']}",
+            soft_wrap=True,
+        )
+    out_console.print(f"wrote {out_dir}/: " + ", ".join(p.name for p in files), soft_wrap=True)
+
+
+@app.command()
+def presets() -> None:
+    """List the built-in presets."""
+    from hybrida.experiment.presets import list_presets
+
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("preset")
+    table.add_column("description")
+    for name, desc in list_presets():
+        table.add_row(name, desc)
+    out_console.print(table)
+
+
+@app.command()
+def sweep(
+    config: Annotated[
+        Path, typer.Argument(help="sweep YAML: base, set, methods, N, infl, loc_rad, seeds, grid")
+    ],
+    scheduler: Annotated[
+        str | None, typer.Option("--scheduler", help="address of a running Dask scheduler")
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", help="local worker processes (0: run serially in-process)")
+    ] = 2,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="output folder (default runs/sweep-<name>)")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    """Run a grid of experiments on Dask and write runs.csv, table.csv, table.md (medians over seeds)."""
+    from hybrida.experiment.sweep import expand, load_sweep, run_sweep
+
+    try:
+        spec = load_sweep(config)
+        n_runs = len(expand(spec))
+    except ConfigError as err:
+        raise _fail(str(err)) from None
+    out_dir = out or Path("runs") / f"sweep-{_sanitise(spec.name)}"
+    err_console.print(f"{n_runs} runs -> {out_dir}")
+    result = run_sweep(spec, out_dir, scheduler=scheduler, workers=workers, progress=not quiet)
+    out_console.print(result.files["table_md"].read_text(), soft_wrap=True, markup=False)
+    if "error" in result.runs:
+        failed = result.runs["error"].notna().sum()
+        if failed:
+            err_console.print(
+                f"[bold yellow]warning:[/] {failed} run(s) failed; see runs.csv", soft_wrap=True
+            )
+    out_console.print("wrote " + ", ".join(str(p) for p in result.files.values()), soft_wrap=True)
+
+
+def main() -> None:  # pragma: no cover - console entry point alias
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

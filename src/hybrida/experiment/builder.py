@@ -1,0 +1,188 @@
+"""Turn a validated :class:`ExperimentConfig` into the parts of a twin experiment."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from hybrida import registry
+from hybrida.assimilation.base import AssimilationMethod, State
+from hybrida.experiment.config import ConfigError, ExperimentConfig
+from hybrida.experiment.twin import Twin, climatology, make_twin
+from hybrida.models.base import Model
+from hybrida.observations.system import ObservationSystem
+
+STREAMS = ("truth", "initial", "analysis", "torch_global")
+
+
+@dataclass
+class Experiment:
+    """Everything :func:`hybrida.experiment.runner.run_experiment` needs to cycle."""
+
+    config: ExperimentConfig
+    model: Model
+    obs_system: ObservationSystem
+    method: AssimilationMethod
+    twin: Twin
+    initial: State
+    generators: dict[str, torch.Generator]
+    seeds: dict[str, int]
+    climatology: tuple[Tensor, Tensor] | None = None
+
+    @property
+    def total_time(self) -> float:
+        """Model time of the last analysis."""
+        return self.config.cycles * self.twin.steps_per_cycle * self.model.dt
+
+
+def derive_seeds(seed: int) -> dict[str, int]:
+    """Independent 63-bit seeds for each random stream, derived from one master seed.
+
+    Uses numpy's ``SeedSequence`` so that neighbouring master seeds do not
+    share streams (seed+1 would make run s's initial ensemble run s+1's truth).
+    """
+    states = np.random.SeedSequence(seed).generate_state(len(STREAMS), dtype=np.uint64)
+    return {name: int(s) >> 1 for name, s in zip(STREAMS, states)}
+
+
+def resolve(table: dict[str, str], name: str, what: str) -> Any:
+    """The class for a registered ``name`` or a ``'package.module:Class'`` plugin path."""
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as err:
+            raise ConfigError(f"{what}.name: cannot import '{name}' ({err})") from None
+    try:
+        return registry.resolve(table, name, what)
+    except ImportError as err:
+        raise ConfigError(
+            f"{what}.name: '{name}' is registered but not importable ({err})"
+        ) from None
+
+
+def _accepted(cls: type) -> list[str]:
+    params = inspect.signature(cls.__init__).parameters
+    return [
+        p
+        for p in params
+        if p != "self" and params[p].kind not in (inspect.Parameter.VAR_POSITIONAL,)
+    ]
+
+
+def check_params(cls: type, names: Any, field: str) -> None:
+    """Raise a :class:`ConfigError` naming ``field`` when ``cls`` does not take some of ``names``."""
+    sig = inspect.signature(cls.__init__)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
+        return
+    accepted = _accepted(cls)
+    unknown = sorted(set(names) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"{field}: {cls.__name__} has no parameter {', '.join(map(repr, unknown))}; "
+            f"accepted: {', '.join(accepted)}"
+        )
+
+
+def instantiate(cls: type, kwargs: dict[str, Any], field: str) -> Any:
+    """``cls(**kwargs)`` with errors naming ``field`` and the accepted parameters."""
+    check_params(cls, kwargs, field)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{field}: {cls.__name__}: {err}") from None
+
+
+def build_model(config: ExperimentConfig) -> Model:
+    """The dynamical model of ``config``."""
+    cls = resolve(registry.MODELS, config.model.name, "model")
+    return instantiate(cls, dict(config.model.params), "model.params")
+
+
+def check_against_model(config: ExperimentConfig, model: Model) -> None:
+    """Semantic checks that need the model (its time step)."""
+    total = config.cycles * config.observations.every * model.dt
+    if config.burn_in >= total:
+        raise ConfigError(
+            f"burn_in: {config.burn_in} must be < total time {total:g} "
+            f"(cycles {config.cycles} x every {config.observations.every} x dt {model.dt})"
+        )
+
+
+def build_observations(
+    config: ExperimentConfig, model: Model, dtype: torch.dtype
+) -> ObservationSystem:
+    """The observation network of ``config`` on the model grid."""
+    params = dict(config.observations.params)
+    for reserved in ("n", "every", "dtype"):
+        if reserved in params:
+            hint = "observations.every" if reserved == "every" else "the model/config"
+            raise ConfigError(f"observations.params.{reserved}: set by {hint}, remove it here")
+    cls = resolve(registry.OBSERVATIONS, config.observations.name, "observations")
+    kwargs = {"n": model.n, "every": config.observations.every, **params}
+    if "dtype" in _accepted(cls):
+        kwargs["dtype"] = dtype
+    return instantiate(cls, kwargs, "observations.params")
+
+
+def build_method(
+    config: ExperimentConfig, model: Model, x0: Tensor
+) -> tuple[AssimilationMethod, tuple[Tensor, Tensor] | None]:
+    """The assimilation method; computes the model climatology first when it needs one."""
+    cls = resolve(registry.METHODS, config.method.name, "method")
+    params = dict(config.method.params)
+    clim = None
+    check_params(cls, params, "method.params")  # before the (slow) climatology run
+    if getattr(cls, "needs_climatology", False):
+        if "climatology" in params:
+            raise ConfigError(
+                "method.params.climatology: computed from the 'climatology' section; remove it"
+            )
+        c = config.climatology
+        clim = climatology(model, x0, c.steps, spinup=c.spinup, thin=c.thin)
+        params["climatology"] = clim
+    return instantiate(cls, params, "method.params"), clim
+
+
+def build(config: ExperimentConfig) -> Experiment:
+    """Model, network, method, nature run + observations, and initial state of ``config``."""
+    dtype = getattr(torch, config.dtype)
+    model = build_model(config)
+    check_against_model(config, model)
+    obs_system = build_observations(config, model, dtype)
+    seeds = derive_seeds(config.seed)
+    gens = {
+        name: torch.Generator().manual_seed(s)
+        for name, s in seeds.items()
+        if name != "torch_global"
+    }
+
+    if not hasattr(model, "initial_state"):
+        raise ConfigError(f"model.name: {type(model).__name__} has no initial_state(dtype)")
+    x_ref = model.initial_state(dtype)
+    x0 = x_ref.clone()
+    if config.initial.truth_std > 0:
+        x0 = x0 + config.initial.truth_std * torch.randn(
+            x0.shape, generator=gens["truth"], dtype=dtype
+        )
+    method, clim = build_method(config, model, x_ref)
+    twin = make_twin(model, obs_system, x0, config.cycles, gens["truth"])
+    center = twin.truth[0] if config.initial.center == "truth" else x_ref
+    initial = method.initial_state(center, config.initial.std, generator=gens["initial"])
+    return Experiment(
+        config=config,
+        model=model,
+        obs_system=obs_system,
+        method=method,
+        twin=twin,
+        initial=initial,
+        generators=gens,
+        seeds=seeds,
+        climatology=clim,
+    )

@@ -1,0 +1,277 @@
+"""Run one twin experiment end to end: build, cycle, checkpoint, score, write."""
+
+from __future__ import annotations
+
+import logging
+import math
+import pickle
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import xarray as xr
+from tqdm.auto import tqdm
+
+from hybrida.assimilation.base import AssimilationMethod, State
+from hybrida.cycle import FilterDiverged, Record, run_cycle
+from hybrida.experiment.builder import Experiment, build
+from hybrida.experiment.config import ExperimentConfig
+from hybrida.io.checkpoint import CHECKPOINT_NAME, Checkpoint, load_checkpoint, save_checkpoint
+from hybrida.io.results import records_to_dataset, write_dataset, write_summary
+
+log = logging.getLogger(__name__)
+
+RESULTS_NAME = "results.nc"
+SUMMARY_NAME = "summary.json"
+CONFIG_NAME = "config.yaml"
+
+Callback = Callable[[Record, State], None]
+
+
+@dataclass
+class Result:
+    """Records, summary scores and output files of one experiment."""
+
+    config: ExperimentConfig
+    records: list[Record]
+    summary: dict[str, Any]
+    final_state: State | None
+    out_dir: Path | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+    resumed_from: int | None = None
+
+    def dataset(self) -> xr.Dataset:
+        """The records as an xarray Dataset (see :func:`hybrida.io.results.records_to_dataset`)."""
+        return records_to_dataset(
+            self.records,
+            attrs=dataset_attrs(self.config, self.summary),
+            ensemble_size=self.summary.get("N"),
+        )
+
+
+def dataset_attrs(config: ExperimentConfig, summary: dict[str, Any]) -> dict[str, Any]:
+    """Global attributes of results.nc: the config as YAML, seed, method, summary."""
+    return {
+        "title": f"hybrida twin experiment {config.name}",
+        "preset": config.name,
+        "method": config.method.name,
+        "seed": config.seed,
+        "config": config.to_yaml(),
+        "config_sha256": config.digest(),
+        "summary": summary,
+        "diverged": bool(summary.get("diverged", False)),
+    }
+
+
+def _method_state(method: AssimilationMethod) -> dict[str, Any]:
+    # adaptive inflation etc. live in attributes; keep what can be pickled
+    state = dict(vars(method))
+    try:
+        pickle.dumps(state)
+        return state
+    except Exception:  # noqa: BLE001 - any pickling failure: fall back per attribute
+        keep = {}
+        for k, v in state.items():
+            try:
+                pickle.dumps(v)
+                keep[k] = v
+            except Exception:  # noqa: BLE001
+                log.debug("checkpoint: method attribute %s is not picklable; skipped", k)
+        return keep
+
+
+def climatological_std(exp: Experiment) -> float:
+    """sqrt of the domain-mean climatological variance: from the climatology run, else the truth series."""
+    if exp.climatology is not None:
+        return float(torch.diagonal(exp.climatology[1]).mean().sqrt())
+    truth = exp.twin.truth[1:]
+    if truth.shape[0] < 2:
+        return math.inf
+    return float(truth.var(0, unbiased=True).mean().sqrt())
+
+
+def summarize(
+    config: ExperimentConfig,
+    records: list[Record],
+    *,
+    wall_s: float,
+    build_s: float,
+    clim_std: float,
+    diverged_cycle: int | None,
+    diverged_reason: str,
+    N: int | None,
+) -> dict[str, Any]:
+    """Time means after burn-in (REFERENCES conventions) and the divergence verdict."""
+    scored = [r for r in records if r.time > config.burn_in]
+
+    def mean(name: str) -> float:
+        if not scored:
+            return math.nan
+        return float(sum(getattr(r, name) for r in scored) / len(scored))
+
+    rmse_a = mean("rmse_a")
+    spread_a = mean("spread_a")
+    diverged = diverged_cycle is not None
+    reason = diverged_reason
+    exempt = config.method.name == "climatology"  # it *is* the climatological reference
+    if not diverged and scored and not exempt:
+        if not math.isfinite(rmse_a):
+            diverged, reason = True, "time-mean rmse_a is not finite"
+        elif rmse_a > clim_std:
+            diverged = True
+            reason = f"rmse_a {rmse_a:.4g} exceeds the climatological std {clim_std:.4g}"
+    return {
+        "preset": config.name,
+        "method": config.method.name,
+        "seed": config.seed,
+        "N": N,
+        "rmse_a": rmse_a,
+        "rmse_f": mean("rmse_f"),
+        "spread_a": spread_a,
+        "spread_f": mean("spread_f"),
+        "spread_skill": spread_a / rmse_a if rmse_a and math.isfinite(rmse_a) else math.nan,
+        "crps_a": mean("crps_a"),
+        "clim_std": clim_std,
+        "wall_s": wall_s,
+        "build_s": build_s,
+        "diverged": diverged,
+        "diverged_cycle": diverged_cycle,
+        "diverged_reason": reason,
+        "n_cycles": len(records),
+        "cycles": config.cycles,
+        "n_scored": len(scored),
+        "burn_in": config.burn_in,
+    }
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    callback: Callback | None = None,
+) -> Result:
+    """Build and cycle ``config``; write results.nc, summary.json, config.yaml into ``out_dir``.
+
+    Every ``config.checkpoint_every`` cycles a checkpoint is written; with
+    ``resume=True`` the run continues from ``out_dir/checkpoint.pt`` and gives
+    bit-identical numbers to an uninterrupted run. A :class:`FilterDiverged`
+    stops the cycling: the records so far are kept and the summary says
+    ``diverged`` with the cycle. ``callback(record, state)`` runs after each
+    cycle (after any checkpoint). ``out_dir=None`` writes nothing.
+    """
+    out = Path(out_dir) if out_dir is not None else None
+    t_build = time.perf_counter()
+    exp = build(config)
+    build_s = time.perf_counter() - t_build
+    seeds = exp.seeds
+    gen = exp.generators["analysis"]
+    torch.manual_seed(seeds["torch_global"])
+
+    records: list[Record] = []
+    state: State = exp.initial
+    start, wall_before, resumed_from = 1, 0.0, None
+    ckpt_path = out / CHECKPOINT_NAME if out is not None else None
+    if resume:
+        if ckpt_path is None:
+            raise ValueError("resume=True needs an out_dir holding a checkpoint")
+        if ckpt_path.exists():
+            ckpt = load_checkpoint(ckpt_path, config.digest())
+            state, records = ckpt.state, list(ckpt.records)
+            gen.set_state(ckpt.generators["analysis"])
+            torch.set_rng_state(ckpt.generators["torch_global"])
+            if ckpt.method_state:
+                vars(exp.method).update(ckpt.method_state)
+            start, wall_before, resumed_from = ckpt.cycle + 1, ckpt.wall_s, ckpt.cycle
+        else:
+            log.warning("no checkpoint in %s; starting from cycle 1", out)
+
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / CONFIG_NAME).write_text(config.to_yaml())
+
+    diverged_cycle, reason = None, ""
+    every = config.checkpoint_every
+    bar = tqdm(
+        total=config.cycles,
+        initial=start - 1,
+        disable=not progress,
+        desc=config.name,
+        unit="cycle",
+        leave=False,
+        mininterval=0.5,
+    )
+    t0 = time.perf_counter()
+    try:
+        cycles = run_cycle(
+            exp.model,
+            exp.method,
+            state,
+            exp.twin.truth,
+            exp.twin.observations,
+            exp.twin.steps_per_cycle,
+            start_cycle=start,
+            generator=gen,
+            keep_members=config.store_members,
+        )
+        while True:
+            try:
+                record, state = next(cycles)
+            except StopIteration:
+                break
+            except FilterDiverged as err:
+                diverged_cycle, reason = err.cycle, str(err)
+                log.info("%s", err)
+                break
+            records.append(record)
+            bar.update(1)
+            if record.cycle % 50 == 0:
+                bar.set_postfix(rmse_a=f"{record.rmse_a:.3g}", refresh=False)
+            if ckpt_path is not None and every and record.cycle % every == 0:
+                save_checkpoint(
+                    Checkpoint(
+                        cycle=record.cycle,
+                        state=state,
+                        records=records,
+                        generators={
+                            "analysis": gen.get_state(),
+                            "torch_global": torch.get_rng_state(),
+                        },
+                        config_digest=config.digest(),
+                        wall_s=wall_before + time.perf_counter() - t0,
+                        method_state=_method_state(exp.method),
+                    ),
+                    ckpt_path,
+                )
+            if callback is not None:
+                callback(record, state)
+    finally:
+        bar.close()
+    wall_s = wall_before + time.perf_counter() - t0
+
+    summary = summarize(
+        config,
+        records,
+        wall_s=wall_s,
+        build_s=build_s,
+        clim_std=climatological_std(exp),
+        diverged_cycle=diverged_cycle,
+        diverged_reason=reason,
+        N=getattr(exp.method, "N", None),
+    )
+    result = Result(
+        config=config,
+        records=records,
+        summary=summary,
+        final_state=state,
+        out_dir=out,
+        resumed_from=resumed_from,
+    )
+    if out is not None:
+        result.files["results"] = write_dataset(result.dataset(), out / RESULTS_NAME)
+        result.files["summary"] = write_summary(summary, out / SUMMARY_NAME)
+        result.files["config"] = out / CONFIG_NAME
+    return result
