@@ -1,0 +1,139 @@
+"""Distance-based localization: Gaspari–Cohn taper, periodic distance, local-observation tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+#: taper names accepted by :func:`taper_weights`
+TAPERS = ("gaspari_cohn", "none")
+
+
+def gaspari_cohn(r: Tensor) -> Tensor:
+    """Gaspari–Cohn 5th-order piecewise-rational correlation at r = d / c.
+
+    Compactly supported: 1 at r=0, 0 for |r| >= 2 (Gaspari & Cohn 1999, eq. 4.10).
+    """
+    r = torch.as_tensor(r).abs()
+    if not r.is_floating_point():
+        r = r.to(torch.get_default_dtype())
+    r1 = r.clamp(max=1.0)
+    inner = (((-0.25 * r1 + 0.5) * r1 + 0.625) * r1 - 5.0 / 3.0) * r1 * r1 + 1.0
+    r2 = r.clamp(min=1.0, max=2.0)
+    outer = (
+        ((((r2 / 12.0 - 0.5) * r2 + 0.625) * r2 + 5.0 / 3.0) * r2 - 5.0) * r2
+        + 4.0
+        - 2.0 / (3.0 * r2)
+    )
+    return torch.where(r <= 1.0, inner, torch.where(r < 2.0, outer, torch.zeros_like(r)))
+
+
+def periodic_distance(a: Tensor, b: Tensor, L: float) -> Tensor:
+    """Shortest distance |a - b| on a periodic domain of length ``L`` (broadcasting)."""
+    d = torch.remainder(a - b, L)
+    return torch.minimum(d, L - d)
+
+
+def taper_weights(dist: Tensor, half_width: float, taper: str) -> Tensor:
+    """Localization weights of distances ``dist`` for a taper of half-width c (support 2c).
+
+    ``"gaspari_cohn"``: GC(d/c); ``"none"``: 1 inside the support d < 2c, 0 outside.
+    """
+    if taper == "gaspari_cohn":
+        return gaspari_cohn(dist / half_width)
+    if taper == "none":
+        return (dist < 2.0 * half_width).to(dist.dtype)
+    raise ValueError(f"unknown taper '{taper}'; choose one of: {', '.join(TAPERS)}")
+
+
+@dataclass
+class LocalTable:
+    """Padded local-observation table for grid points ``start:stop``.
+
+    ``index`` ``(c, m)`` are observation indices, ``weight`` ``(c, m)`` their
+    taper weights (0 on padding entries, whose index is a valid dummy).
+    """
+
+    index: Tensor
+    weight: Tensor
+
+
+class Neighbours:
+    """Observations within the taper support 2c of each grid point of a periodic 1-D grid.
+
+    Grid point i sits at coordinate i (domain length n). Observation locations
+    are sorted once; for each point the observations within distance 2c form a
+    contiguous run of the periodically extended sorted list, found with
+    ``searchsorted`` for all points at once. :meth:`table` then builds the
+    padded ``(points, m_max)`` index/weight table for any block of points.
+    """
+
+    def __init__(self, locations: Tensor, n: int, half_width: float, taper: str = "gaspari_cohn"):
+        if locations.ndim != 1:
+            raise ValueError(
+                f"observation locations must be 1-D (p,), got shape {tuple(locations.shape)}"
+            )
+        if not bool(torch.isfinite(locations).all()):
+            raise ValueError("observation locations contain NaN or inf")
+        if half_width <= 0:
+            raise ValueError(f"localization half-width must be > 0, got {half_width}")
+        if taper not in TAPERS:
+            raise ValueError(f"unknown taper '{taper}'; choose one of: {', '.join(TAPERS)}")
+        self.n, self.half_width, self.taper = int(n), float(half_width), taper
+        loc = torch.remainder(locations.detach().to(torch.float64), float(n))
+        self.locations = locations.detach().clone()
+        self.p = int(loc.shape[0])
+        support = 2.0 * self.half_width
+        device = loc.device
+        points = torch.arange(self.n, dtype=torch.float64, device=device)
+        if self.p == 0:
+            self._global = False
+            self.start = torch.zeros(self.n, dtype=torch.long, device=device)
+            self.count = torch.zeros(self.n, dtype=torch.long, device=device)
+            self.m_max = 0
+            return
+        # a support window at least as long as the domain sees every observation once
+        self._global = 2.0 * support >= self.n
+        if self._global:
+            self.order = torch.arange(self.p, device=device)
+            self.start = torch.zeros(self.n, dtype=torch.long, device=device)
+            self.count = torch.full((self.n,), self.p, dtype=torch.long, device=device)
+            self.m_max = self.p
+            self._loc = loc
+            return
+        sloc, self.order = torch.sort(loc)
+        ext = torch.cat([sloc - n, sloc, sloc + n])
+        lo = torch.searchsorted(ext, points - support, right=True)
+        hi = torch.searchsorted(ext, points + support, right=False)
+        self.start, self.count = lo, hi - lo
+        self.m_max = int(self.count.max())
+        self._loc = loc
+
+    def matches(self, locations: Tensor, n: int, half_width: float, taper: str) -> bool:
+        """Whether this table was built for the same locations, grid and taper."""
+        return (
+            n == self.n
+            and half_width == self.half_width
+            and taper == self.taper
+            and locations.shape == self.locations.shape
+            and locations.device == self.locations.device
+            and bool(torch.equal(locations, self.locations))
+        )
+
+    def table(self, start: int = 0, stop: int | None = None) -> LocalTable:
+        """The padded local table of grid points ``start:stop``."""
+        stop = self.n if stop is None else stop
+        device = self.start.device
+        if self.m_max == 0:
+            empty = torch.zeros(stop - start, 0, device=device)
+            return LocalTable(empty.long(), empty.double())
+        slot = torch.arange(self.m_max, device=device)
+        valid = slot < self.count[start:stop, None]
+        ext_idx = self.start[start:stop, None] + slot
+        index = self.order[torch.remainder(ext_idx, self.p)]
+        points = torch.arange(start, stop, dtype=torch.float64, device=device)
+        dist = periodic_distance(points[:, None], self._loc[index], float(self.n))
+        weight = taper_weights(dist, self.half_width, self.taper) * valid
+        return LocalTable(index, weight)
