@@ -145,6 +145,9 @@ class ExperimentConfig(_Strict):
     dtype: Literal["float64", "float32"] = Field("float64", description="tensor dtype")
     store_members: bool = Field(False, description="write the analysis members to results.nc")
     checkpoint_every: int = Field(0, ge=0, description="cycles between checkpoints; 0 = off")
+    threads: int = Field(
+        0, ge=0, description="torch intra-op threads; 0 = automatic (1 for small states, else all)"
+    )
 
     @model_validator(mode="after")
     def _semantics(self) -> ExperimentConfig:

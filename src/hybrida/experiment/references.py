@@ -36,9 +36,17 @@ class ReferenceRow:
         base = 0.05 * self.rmse_a if self.rmse_a > 0.5 else 0.02
         return loose * base
 
-    def config(self, seed: int | None = None, cycles: int | None = None, burn_in: float | None = None) -> ExperimentConfig:
+    def config(
+        self,
+        seed: int | None = None,
+        cycles: int | None = None,
+        burn_in: float | None = None,
+        climatology_steps: int | None = None,
+    ) -> ExperimentConfig:
         """The experiment config of this row, optionally shortened."""
         data = copy.deepcopy(get_preset(self.preset))
+        if climatology_steps is not None:
+            data["climatology"]["steps"] = climatology_steps
         data["method"] = {"name": self.method, "params": dict(self.params)}
         if seed is not None:
             data["seed"] = seed

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import pickle
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,37 @@ def run_experiment(
     ``diverged`` with the cycle. ``callback(record, state)`` runs after each
     cycle (after any checkpoint). ``out_dir=None`` writes nothing.
     """
+    with torch_threads(config.threads, config.model):
+        return _run(config, out_dir, resume, progress, callback)
+
+
+#: states with fewer values than this (n x N) run single-threaded: intra-op
+#: threads only add synchronisation cost to tiny tensor ops
+SMALL_PROBLEM = 200_000
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int, model_config: Any) -> Iterator[None]:
+    """Set torch's intra-op thread count for the run (0 = automatic), then restore it."""
+    old = torch.get_num_threads()
+    if threads == 0:
+        params = getattr(model_config, "params", {}) or {}
+        size = int(params.get("n", 0) or 0) or 1000
+        threads = 1 if size * 100 < SMALL_PROBLEM else old
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _run(
+    config: ExperimentConfig,
+    out_dir: str | Path | None,
+    resume: bool,
+    progress: bool,
+    callback: Callback | None,
+) -> Result:
     out = Path(out_dir) if out_dir is not None else None
     t_build = time.perf_counter()
     exp = build(config)

@@ -125,15 +125,20 @@ class Neighbours:
     def table(self, start: int = 0, stop: int | None = None) -> LocalTable:
         """The padded local table of grid points ``start:stop``."""
         stop = self.n if stop is None else stop
+        return self.table_at(torch.arange(start, stop, device=self.start.device))
+
+    def table_at(self, points: Tensor) -> LocalTable:
+        """The padded local table of the grid points ``points`` (integer, taken modulo n)."""
         device = self.start.device
+        points = torch.remainder(points.to(device=device, dtype=torch.long), self.n)
+        c = int(points.shape[0])
         if self.m_max == 0:
-            empty = torch.zeros(stop - start, 0, device=device)
+            empty = torch.zeros(c, 0, device=device)
             return LocalTable(empty.long(), empty.double())
         slot = torch.arange(self.m_max, device=device)
-        valid = slot < self.count[start:stop, None]
-        ext_idx = self.start[start:stop, None] + slot
-        index = self.order[torch.remainder(ext_idx, self.p)]
-        points = torch.arange(start, stop, dtype=torch.float64, device=device)
-        dist = periodic_distance(points[:, None], self._loc[index], float(self.n))
+        count, first = self.count[points, None], self.start[points, None]
+        valid = slot < count
+        index = self.order[torch.remainder(first + slot, self.p)]
+        dist = periodic_distance(points[:, None].double(), self._loc[index], float(self.n))
         weight = taper_weights(dist, self.half_width, self.taper) * valid
         return LocalTable(index, weight)

@@ -1,4 +1,4 @@
-"""Shared fixtures for the model tests."""
+"""Fixtures shared by the whole suite."""
 
 from __future__ import annotations
 
