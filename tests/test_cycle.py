@@ -99,3 +99,17 @@ def test_divergence_is_raised_with_cycle():
     with pytest.raises(FilterDiverged) as info:
         list(run_cycle(Rotation(), Explode(), twin.truth[0], twin.truth, twin.observations, 3))
     assert info.value.cycle == 4
+
+
+def test_probabilistic_scores_can_be_skipped():
+    twin = _twin()
+    full = [r for r, _ in run_cycle(Rotation(), Blend(), twin.truth[0], twin.truth, twin.observations, 3)]
+    lean = [
+        r
+        for r, _ in run_cycle(
+            Rotation(), Blend(), twin.truth[0], twin.truth, twin.observations, 3, probabilistic_scores=False
+        )
+    ]
+    assert [r.rmse_a for r in lean] == [r.rmse_a for r in full]
+    assert all(r.crps_a != r.crps_a and r.rank_a is None for r in lean)
+    assert all(r.crps_a == r.crps_a for r in full)

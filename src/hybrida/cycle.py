@@ -71,13 +71,17 @@ def run_cycle(
     start_cycle: int = 1,
     generator: torch.Generator | None = None,
     keep_members: bool = False,
+    probabilistic_scores: bool = True,
 ) -> Iterator[tuple[Record, State]]:
     """Cycle forecast and analysis, yielding ``(record, posterior)`` each cycle.
 
     ``truth[k]`` is the true state at analysis time k (``truth[0]`` = start,
     no observation there), ``observations[k - 1]`` the observations at cycle
     k. Starting at ``start_cycle`` > 1 resumes from a checkpointed ``state``.
-    Raises :class:`FilterDiverged` when the posterior becomes non-finite.
+    ``probabilistic_scores=False`` skips the per-cycle CRPS and truth rank
+    (NaN / None in the record), which dominate the bookkeeping for very large
+    ensembles of states. Raises :class:`FilterDiverged` when the posterior
+    becomes non-finite.
     """
     n_cycles = len(observations)
     dt = model.dt
@@ -103,9 +107,13 @@ def run_cycle(
             rmse_a=float(metrics.rmse(mean_a, x_true)),
             spread_f=float(state_spread(prior)),
             spread_a=float(state_spread(posterior)),
-            crps_a=_crps(posterior, x_true),
+            crps_a=_crps(posterior, x_true) if probabilistic_scores else float("nan"),
             n_obs=int(torch.isfinite(obs.y).sum()),
-            rank_a=None if members is None else metrics.rank_of_truth(members, x_true),
+            rank_a=(
+                metrics.rank_of_truth(members, x_true)
+                if members is not None and probabilistic_scores
+                else None
+            ),
             members=members.clone() if (keep_members and members is not None) else None,
             diagnostics=method.diagnostics(),
         )
