@@ -14,6 +14,7 @@ from hybrida.assimilation.ensemble.matfun import (
     buffer,
     inv_sqrt_eigh,
     inv_sqrt_newton_schulz,
+    newton_schulz_min_batch,
     prefer_newton_schulz,
     spectral_upper_bound,
 )
@@ -52,11 +53,17 @@ def local_matrices(
     observed anomalies R^{-1/2} Y / sqrt(N-1) and the whitened innovation;
     ``index`` / ``sqrt_weight`` ``(c, m)`` the local table and √ρ. With
     G = √ρ [S | d] gathered once, Gᵀ_{:N} G = [Sᵀ ρ S | Sᵀ ρ d] (Hunt et al. 2007).
-    ``workspace`` (optional dict) reuses the large buffers between calls.
+    ``workspace`` (optional dict) reuses the large buffers between calls
+    (not differentiable); without it the function is plain autograd-able torch.
     """
     B, _, N1 = X.shape
     N = N1 - 1
     c, m = index.shape
+    if workspace is None:  # plain out-of-place ops: differentiable
+        G = X[:, index] * sqrt_weight.unsqueeze(-1)  # (B, c, m, N+1)
+        K = G.mT[..., :N, :] @ G
+        C = K[..., :N] + torch.eye(N, dtype=X.dtype, device=X.device)
+        return C, K[..., N]
     G = torch.index_select(X, 1, index.reshape(-1), out=buffer(workspace, "g", (B, c * m, N1), X))
     G = G.view(B * c, m, N1)
     G.mul_(sqrt_weight.reshape(1, c, m, 1).expand(B, c, m, 1).reshape(B * c, m, 1))
@@ -75,9 +82,12 @@ def apply_exact(xm: Tensor, a: Tensor, Z: Tensor, b: Tensor) -> Tensor:
     (Hunt et al. 2007, eqs. 21-24); ``xm`` ``(B, c)``, ``a`` ``(B, c, N)``.
     """
     N = a.shape[-1]
-    zu = Z @ torch.stack((a, b), -1)  # (B, c, N, 2)
-    z = zu[..., 0]
-    mean = xm + (z * zu[..., 1]).sum(-1) / math.sqrt(N - 1)
+    if N <= 16:  # two matrix-vector products beat one with two columns for small N (measured)
+        z, u = (Z @ a.unsqueeze(-1)).squeeze(-1), (Z @ b.unsqueeze(-1)).squeeze(-1)
+    else:
+        zu = Z @ torch.stack((a, b), -1)  # (B, c, N, 2)
+        z, u = zu[..., 0], zu[..., 1]
+    mean = xm + (z * u).sum(-1) / math.sqrt(N - 1)
     return mean.unsqueeze(-1) + z
 
 
@@ -122,9 +132,14 @@ class LETKF(EnsembleMethod):
     ``"newton_schulz"`` (batched matmuls, :mod:`.matfun`, eigh fallback) or
     ``"auto"``: per block, Newton–Schulz when its a-priori matmul count for the
     bound κ ≤ min(Gershgorin, trace) of C (λ_min ≥ 1) is below 0.8 × the
-    measured eigh/matmul cost ratio for N (:func:`.matfun.prefer_newton_schulz`).
+    measured eigh/matmul cost ratio for N and the block holds enough points to
+    amortise its per-op overhead (:func:`.matfun.prefer_newton_schulz`).
     ``interp_every=k`` > 1 solves only at every k-th grid point and linearly
     interpolates the weight matrices in between (Yang et al. 2009); 1 is exact.
+    The object keeps reusable work buffers (a few blocks' worth, ~10-100 MB for
+    large n), so one instance should not analyse from two threads at once.
+    Under autograd (prior or observations requiring grad) the plain
+    differentiable path with ``eigh`` is used.
     """
 
     def __init__(
@@ -147,7 +162,9 @@ class LETKF(EnsembleMethod):
         if taper not in TAPERS:
             raise ValueError(f"LETKF: unknown taper '{taper}'; choose one of: {', '.join(TAPERS)}")
         if solver not in SOLVERS:
-            raise ValueError(f"LETKF: unknown solver '{solver}'; choose one of: {', '.join(SOLVERS)}")
+            raise ValueError(
+                f"LETKF: unknown solver '{solver}'; choose one of: {', '.join(SOLVERS)}"
+            )
         if isinstance(interp_every, bool) or not isinstance(interp_every, int) or interp_every < 1:
             raise ValueError(f"LETKF: interp_every must be an integer >= 1, got {interp_every!r}")
         self.loc_rad = loc_rad
@@ -187,7 +204,9 @@ class LETKF(EnsembleMethod):
             qs = [torch.arange(s, e, device=device) for s, e in bounds]
         else:
             J = -(-n // k)
-            q_all = torch.cat([torch.arange(J, device=device) * k, torch.tensor([n], device=device)])
+            q_all = torch.cat(
+                [torch.arange(J, device=device) * k, torch.tensor([n], device=device)]
+            )
             qs = [q_all[j : min(j + block, J) + 1] for j in range(0, J, block)]
             bounds = [(int(q[0]), int(q[-1])) for q in qs]
         keep = sum(len(q) for q in qs) * nb.m_max <= TABLE_CACHE_ELEMENTS
@@ -202,13 +221,18 @@ class LETKF(EnsembleMethod):
         tab = nb.table_at(q)
         return tab.index.to(like.device), tab.weight.sqrt().to(like)
 
-    def _inv_sqrt(self, C: Tensor) -> Tensor:
+    def _inv_sqrt(self, C: Tensor, grad: bool) -> Tensor:
         """Local C^{-1/2} by the configured solver (C = I + PSD, so λ_min ≥ 1)."""
-        if self.solver == "eigh":
+        if self.solver == "eigh" or grad:
             return inv_sqrt_eigh(C)
+        batch = C.numel() // (self.N * self.N)
+        if self.solver == "auto" and batch < newton_schulz_min_batch(self.N):
+            return inv_sqrt_eigh(C)  # too few points to amortise NS overhead: skip the bound
         tol = DEFAULT_TOL.get(C.dtype, 1e-5)
-        upper = spectral_upper_bound(C)
-        if self.solver == "auto" and not prefer_newton_schulz(self.N, float(upper.max()), tol):
+        upper = spectral_upper_bound(C, lower=1.0)
+        if self.solver == "auto" and not prefer_newton_schulz(
+            self.N, float(upper.max()), tol, batch
+        ):
             return inv_sqrt_eigh(C)
         res = inv_sqrt_newton_schulz(C, lower=1.0, upper=upper, tol=tol, workspace=self._workspace)
         self._diag["ns_fallback"] = self._diag.get("ns_fallback", 0.0) + res.n_fallback
@@ -238,20 +262,32 @@ class LETKF(EnsembleMethod):
         sig = var.sqrt()
         # X = [S | d] observation-major: (B, p, N+1)
         X = torch.cat(
-            (((HE - ym.unsqueeze(-2)) / (sig * math.sqrt(N - 1))).mT, ((obs.y.to(E) - ym) / sig).unsqueeze(-1)),
+            (
+                ((HE - ym.unsqueeze(-2)) / (sig * math.sqrt(N - 1))).mT,
+                ((obs.y.to(E) - ym) / sig).unsqueeze(-1),
+            ),
             -1,
         )
-        out = torch.empty(B, n, N, dtype=E.dtype, device=E.device)
+        # under autograd: out-of-place gathers and eigh (the buffered NS is not differentiable)
+        grad = torch.is_grad_enabled() and (X.requires_grad or A.requires_grad)
+        ws = None if grad else self._workspace
+        parts: list[Tensor] = []  # under autograd: blocks concatenated, no in-place writes
+        out = None if grad else torch.empty(B, n, N, dtype=E.dtype, device=E.device)
         At = A.mT  # (B, n, N)
         for q, lo, hi, tab in self._blocks(loc.to(E.device), n, B, E):
             index, sw = tab if tab is not None else self._table(self._neighbours, q, E)
-            C, b = local_matrices(X, index, sw, self._workspace)
-            Z = self._inv_sqrt(C)
+            C, b = local_matrices(X, index, sw, ws)
+            Z = self._inv_sqrt(C, grad)
             if self.interp_every == 1:
-                out[:, lo:hi] = apply_exact(xm[:, lo:hi], At[:, lo:hi], Z, b)
+                res = apply_exact(xm[:, lo:hi], At[:, lo:hi], Z, b)
             else:
-                W = weight_matrices(Z, b)
-                out[:, lo:hi] = apply_interpolated(xm[:, lo:hi], At[:, lo:hi], W, q)
+                res = apply_interpolated(xm[:, lo:hi], At[:, lo:hi], weight_matrices(Z, b), q)
+            if out is None:
+                parts.append(res)
+            else:
+                out[:, lo:hi] = res
+        if out is None:
+            out = torch.cat(parts, 1)
         return out.mT.reshape(*batch, N, n)
 
     def __repr__(self) -> str:
