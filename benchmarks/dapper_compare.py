@@ -45,347 +45,21 @@ import datetime
 import json
 import os
 import platform
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-DAPPER_VENV = HERE / ".dapper-venv"
-DAPPER_SIDE = HERE / "dapper_side.py"
-DEFAULT_OUTPUT = ROOT / "docs" / "benchmarks.md"
-#: DAPPER releases used (pinned, so that reruns compare with the same DAPPER):
-#: the newest for Python >= 3.12, and the last one that installs on Python 3.10/3.11
-#: (1.7.2 and later have Requires-Python >= 3.12)
-DAPPER_VERSION_PY312 = "1.8.1"
-DAPPER_VERSION = "1.7.1"
-START, END = "<!-- dapper:start -->", "<!-- dapper:end -->"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-F, DT, OBS_VAR = 8.0, 0.05, 1.0
+from dapper_venv import DAPPER_VERSION, DAPPER_VERSION_PY312, run_dapper
+from docsection import DOC, write_section
+from l96_cases import DT, OBS_VAR, Case, F, make_cases, prepare_data
 
-
-@dataclass
-class Case:
-    name: str
-    method: str  # "ETKF" | "LETKF"
-    n: int
-    N: int
-    cycles: int
-    burn_in: int
-    infl: float = 1.02
-    loc_rad: float | None = None
-    dapper: bool = True  # also run in DAPPER
-    target: str = ""  # the goal, for the table
-    target_speedup: float | None = None
-    target_s_per_cycle: float | None = None
-    repeat: int = 1  # timed runs; the fastest counts
-    full_loop: bool = True  # also time run_cycle (not only forecast + analysis)
-    npz: str = ""
-    result: dict = field(default_factory=dict)
-
-
-def make_cases(args) -> list[Case]:
-    quick = args.quick
-    c40 = args.cycles or (200 if quick else 2000)
-    c4k = args.cycles_4000 or (5 if quick else 30)
-    c1m = args.cycles_huge or (2 if quick else 5)
-    cases = [
-        Case(
-            "L96 n=40, ETKF N=28",
-            "ETKF",
-            40,
-            28,
-            c40,
-            max(c40 // 10, 1),
-            target="≥ 3× faster",
-            target_speedup=3.0,
-        ),
-        Case(
-            "L96 n=40, LETKF N=10",
-            "LETKF",
-            40,
-            10,
-            c40,
-            max(c40 // 10, 1),
-            loc_rad=4.0,
-            target="≥ 3× faster",
-            target_speedup=3.0,
-        ),
-        Case(
-            "L96 n=4000, LETKF N=10",
-            "LETKF",
-            4000,
-            10,
-            c4k,
-            max(c4k // 3, 1),
-            loc_rad=4.0,
-            target="≥ 50× faster",
-            target_speedup=50.0,
-        ),
-    ]
-    if not args.skip_huge:
-        nh = args.huge_n or (10**5 if quick else 10**6)
-        label = f"10^{round(np.log10(nh))}" if 10 ** round(np.log10(nh)) == nh else str(nh)
-        cases.append(
-            Case(
-                f"L96 n={label}, LETKF N=20",
-                "LETKF",
-                nh,
-                20,
-                c1m,
-                0,
-                loc_rad=4.0,
-                dapper=False,
-                full_loop=False,
-                target="< 2 s/cycle (filter)" if nh >= 10**6 else "(smoke run: n < 10^6)",
-                target_s_per_cycle=2.0 if nh >= 10**6 else None,
-            )
-        )
-    for c in cases:
-        c.repeat = max(1, args.repeat) if c.n <= 40 else 1
-    return cases
-
-
-# ----------------------------------------------------------------------------- data
-
-
-def _l96_rk4_numpy(x: np.ndarray) -> np.ndarray:
-    def f(x):
-        return (np.roll(x, -1, -1) - np.roll(x, 2, -1)) * np.roll(x, 1, -1) - x + F
-
-    k1 = f(x)
-    k2 = f(x + 0.5 * DT * k1)
-    k3 = f(x + 0.5 * DT * k2)
-    k4 = f(x + DT * k3)
-    return x + (DT / 6.0) * (k1 + 2 * k2 + 2 * k3 + k4)
-
-
-def make_truth(n: int, cycles: int, seed: int, spinup: int) -> tuple[np.ndarray, str]:
-    """Truth ``(cycles + 1, n)``, one model step per cycle, from F + N(0, 1) spun up."""
-    rng = np.random.default_rng(seed)
-    x0 = F + rng.standard_normal(n)
-    try:
-        import torch
-
-        from hybrida.models import Lorenz96
-
-        model = Lorenz96(n=n, F=F, dt=DT)
-        with torch.no_grad():
-            x = model.forecast(torch.from_numpy(x0), spinup)
-            traj = model.forecast(x, cycles, trajectory=True)
-        return traj.numpy(), "hybrida.models.Lorenz96"
-    except ImportError:
-        x = x0
-        for _ in range(spinup):
-            x = _l96_rk4_numpy(x)
-        traj = [x]
-        for _ in range(cycles):
-            traj.append(_l96_rk4_numpy(traj[-1]))
-        return np.stack(traj), "NumPy RK4 (hybrida's Lorenz96 not importable)"
-
-
-def prepare_data(cases: list[Case], tmp: Path, seed: int, quick: bool) -> dict:
-    """One truth and observation set per state size; one initial ensemble per case."""
-    info = {}
-    for n in sorted({c.n for c in cases}):
-        same_n = [c for c in cases if c.n == n]
-        K = max(c.cycles for c in same_n)
-        spinup = 100 if (quick or n > 10**5) else 1000
-        t0 = time.perf_counter()
-        xx, source = make_truth(n, K, seed + n, spinup)
-        rng = np.random.default_rng(seed + 7 * n + 1)
-        yy = xx[1:] + np.sqrt(OBS_VAR) * rng.standard_normal((K, n))
-        for c in same_n:
-            E0 = xx[0] + np.sqrt(OBS_VAR) * np.random.default_rng(seed + c.N).standard_normal(
-                (c.N, n)
-            )
-            path = tmp / f"l96_n{n}_{c.method}_N{c.N}.npz"
-            np.savez(path, xx=xx[: c.cycles + 1], yy=yy[: c.cycles], E0=E0)
-            c.npz = str(path)
-        info[n] = {"source": source, "seconds": time.perf_counter() - t0, "spinup": spinup}
-        print(
-            f"data: n={n}, {K} cycles, truth from {source} ({info[n]['seconds']:.1f} s)", flush=True
-        )
-    return info
-
-
-# ----------------------------------------------------------------------------- DAPPER
-
-
-def _run(cmd, **kw):
-    return subprocess.run(cmd, capture_output=True, text=True, check=False, **kw)
-
-
-def _tail(text: str, limit: int = 600) -> str:
-    """The last lines of a tool's stderr as one line, pip's location warnings left out."""
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "is ignored" not in ln]
-    return " / ".join(lines)[-limit:]
-
-
-def _venv_python(venv: Path) -> Path:
-    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-
-
-def _base_python() -> str:
-    """This interpreter's base installation (a venv cannot be made from a venv's python)."""
-    cand = getattr(sys, "_base_executable", None)
-    if cand and Path(cand).exists() and Path(cand).resolve() != Path(sys.executable).resolve():
-        return cand
-    for name in ("python3", "python"):
-        p = Path(sys.base_prefix) / "bin" / name
-        if p.exists():
-            return str(p)
-    return sys.executable
-
-
-def _python_version(python: str) -> tuple[int, int] | None:
-    try:
-        r = _run([python, "-c", "import sys; print(*sys.version_info[:2])"], timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if r.returncode != 0:
-        return None
-    major, minor = r.stdout.split()
-    return int(major), int(minor)
-
-
-def _find_python_312() -> str | None:
-    """A Python >= 3.12 on this machine (PATH or pyenv's installed versions), if any."""
-    cands = [shutil.which(f"python3.{m}") for m in (12, 13)]
-    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
-    if pyenv.is_dir():
-        for d in sorted(pyenv.iterdir()):
-            cands.append(str(d / "bin" / "python3"))
-    for c in cands:
-        if c and Path(c).exists():
-            v = _python_version(c)
-            if v and (3, 12) <= v < (3, 14):
-                return c
-    return None
-
-
-def dapper_candidates(args) -> list[tuple[str, str]]:
-    """(python, DAPPER version) pairs to try, best first.
-
-    DAPPER >= 1.7.2 needs Python >= 3.12: with such a Python the newest pinned
-    release, else the last one that installs on this Python (3.10/3.11).
-    """
-    if args.dapper_python:
-        v = _python_version(args.dapper_python) or (0, 0)
-        default = DAPPER_VERSION_PY312 if v >= (3, 12) else DAPPER_VERSION
-        return [(args.dapper_python, args.dapper_version or default)]
-    out = []
-    py312 = _find_python_312()
-    if py312:
-        out.append((py312, args.dapper_version or DAPPER_VERSION_PY312))
-    base = _base_python()
-    if (_python_version(base) or (0, 0)) >= (3, 12):
-        out.insert(0, (base, args.dapper_version or DAPPER_VERSION_PY312))
-    else:
-        out.append((base, args.dapper_version or DAPPER_VERSION))
-    return out
-
-
-def ensure_dapper_venv(version: str, python: str) -> tuple[Path | None, str]:
-    """``benchmarks/.dapper-venv`` with DAPPER ``version`` on ``python``; (venv python, note)."""
-    py = _venv_python(DAPPER_VENV)
-    stamp = DAPPER_VENV / ".dapper-version"
-    pyver = _python_version(python)
-    want = f"dapper {version} python {pyver[0]}.{pyver[1]}" if pyver else None
-    if want is None:
-        return None, f"{python} does not run"
-    if py.exists() and stamp.exists() and stamp.read_text().strip() == want:
-        check = _run([str(py), "-c", "import importlib.metadata as m; print(m.version('dapper'))"])
-        if check.returncode == 0 and check.stdout.strip() == version:
-            return py, ""
-    if DAPPER_VENV.exists() and _python_version(str(py)) != pyver:
-        shutil.rmtree(DAPPER_VENV)  # made with another Python: start again
-    print(
-        f"dapper: installing dapper=={version} into {DAPPER_VENV.relative_to(ROOT)} with "
-        f"{python} (Python {pyver[0]}.{pyver[1]}; once, about a minute)",
-        flush=True,
-    )
-    if not py.exists():
-        r = _run([python, "-m", "venv", str(DAPPER_VENV)])
-        if r.returncode != 0:
-            return None, f"could not create the DAPPER venv with {python}: {_tail(r.stderr)}"
-    pip = [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    r = _run([*pip, f"dapper=={version}"])
-    if r.returncode != 0:
-        return None, (
-            f"`pip install dapper=={version}` failed on Python {pyver[0]}.{pyver[1]}: "
-            f"{_tail(r.stderr)}"
-        )
-    stamp.write_text(want + "\n")
-    return py, ""
-
-
-def run_dapper(cases: list[Case], tmp: Path, args) -> tuple[dict | None, str]:
-    todo = [c for c in cases if c.dapper]
-    if not todo:
-        return None, ""
-    failures = []
-    for python, version in dapper_candidates(args):
-        py, why = ensure_dapper_venv(version, python)
-        if py is not None:
-            break
-        failures.append(why)
-        print(f"dapper: {why}", file=sys.stderr, flush=True)
-    else:
-        return None, " | ".join(failures) or "no Python found for DAPPER"
-    spec = [
-        {
-            "name": c.name,
-            "npz": c.npz,
-            "method": c.method,
-            "N": c.N,
-            "infl": c.infl,
-            "loc_rad": c.loc_rad,
-            "dt": DT,
-            "obs_var": OBS_VAR,
-            "burn_in": c.burn_in,
-            "cycles": c.cycles,
-            "batch": args.dapper_batch,
-            "repeat": c.repeat,
-        }
-        for c in todo
-    ]
-    cases_json, out_json = tmp / "dapper_cases.json", tmp / "dapper_results.json"
-    cases_json.write_text(json.dumps(spec))
-    env = dict(os.environ, MPLBACKEND="Agg")
-    if args.threads:
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            env[var] = str(args.threads)
-    print(f"dapper: running {len(todo)} case(s) in the DAPPER venv", flush=True)
-    t0 = time.perf_counter()
-    try:
-        r = _run(
-            [str(py), str(DAPPER_SIDE), str(cases_json), str(out_json)],
-            env=env,
-            timeout=args.dapper_timeout,
-        )
-    except subprocess.TimeoutExpired:
-        r = None
-    if not out_json.exists():
-        why = "timed out" if r is None else f"exit {r.returncode}: {_tail(r.stderr)}"
-        return None, f"the DAPPER run failed ({why})"
-    res = json.loads(out_json.read_text())
-    by_name = {c["name"]: c for c in res["cases"]}
-    for c in todo:
-        c.result["dapper"] = by_name.get(c.name, {"error": "not run (DAPPER side stopped early)"})
-    print(
-        f"dapper: DAPPER {res['dapper_version']} on Python {res['python']} "
-        f"({time.perf_counter() - t0:.1f} s in all)",
-        flush=True,
-    )
-    return res, ""
+DEFAULT_OUTPUT = DOC
 
 
 # ----------------------------------------------------------------------------- hybrida
@@ -505,7 +179,6 @@ def _s(v):
 
 def build_table(cases: list[Case], meta: dict, notes: list[str]) -> str:
     lines = [
-        START,
         "## L96 versus DAPPER",
         "",
         "Written by `benchmarks/dapper_compare.py`; do not edit between the markers.",
@@ -550,23 +223,7 @@ def build_table(cases: list[Case], meta: dict, notes: list[str]) -> str:
                 notes.append(f"{c.name}, {side}: {err}")
     lines += [f"- {k}: {v}" for k, v in meta.items()]
     lines += [f"- **Note:** {n}" for n in notes]
-    lines += ["", END]
     return "\n".join(lines)
-
-
-def write_section(path: Path, section: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        text = path.read_text()
-        if START in text and END in text:
-            before, rest = text.split(START, 1)
-            after = rest.split(END, 1)[1]
-            text = before + section + after
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-    else:
-        text = "# Benchmarks\n\n" + section + "\n"
-    path.write_text(text)
 
 
 def main(argv=None) -> int:
@@ -687,7 +344,7 @@ def main(argv=None) -> int:
     print()
     print(table)
     if args.output != "-":
-        write_section(Path(args.output), table)
+        write_section("dapper", table, path=Path(args.output))
         print(f"\nwrote {args.output}")
     if args.json:
         Path(args.json).write_text(

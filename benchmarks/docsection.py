@@ -20,8 +20,8 @@ def write_section(key: str, body: str, path: Path = DOC) -> Path:
     text = path.read_text() if path.exists() else HEADER
     if start in text and end in text:
         head, rest = text.split(start, 1)
-        _, tail = rest.split(end, 1)
-        text = head + block + tail.lstrip("\n")
+        tail = rest.split(end, 1)[1].lstrip("\n")
+        text = head + block + ("\n" + tail if tail else "")  # one blank line before the next
     else:
         text = text.rstrip("\n") + "\n\n" + block
     path.parent.mkdir(parents=True, exist_ok=True)

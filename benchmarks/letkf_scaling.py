@@ -28,20 +28,23 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from docsection import DOC, write_section
+
 from hybrida.assimilation.ensemble import LETKF
 from hybrida.models.lorenz96 import Lorenz96
 from hybrida.observations.base import Observation
 from hybrida.observations.errors import DiagonalError
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUTPUT = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- letkf-scaling:start -->", "<!-- letkf-scaling:end -->"
+DEFAULT_OUTPUT = DOC
 LOC_RAD, INFL = 4.0, 1.02
 
 
@@ -227,20 +230,6 @@ def summary(rows: list[tuple[int, Case]]) -> str:
     return "".join(out)
 
 
-def write_section(path: Path, body: str) -> None:
-    """Replace (or append) the marked section of ``path``; other sections stay untouched."""
-    section = f"{START}\n{body}{END}\n"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        pre, rest = text.split(START, 1)
-        post = rest.split(END, 1)[1].lstrip("\n")
-        text = pre + section + post
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", default="1,2", help="comma-separated torch thread counts")
@@ -281,7 +270,7 @@ def main() -> None:
     )
     print(body)
     if args.output != "-":
-        write_section(Path(args.output), body)
+        write_section("letkf-scaling", body, path=Path(args.output))
 
 
 if __name__ == "__main__":

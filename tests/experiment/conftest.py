@@ -99,3 +99,25 @@ def tiny(**changes) -> dict:
 def tiny_config(standins):
     """Factory of tiny experiment dicts (the stand-in methods are registered)."""
     return tiny
+
+
+@pytest.fixture
+def summary_keys() -> frozenset[str]:
+    """The keys every run summary (``result.summary`` and summary.json) must have."""
+    return frozenset(
+        {
+            "rmse_a",
+            "rmse_f",
+            "spread_a",
+            "spread_f",
+            "spread_skill",
+            "crps_a",
+            "wall_s",
+            "diverged",
+            "diverged_cycle",
+            "n_cycles",
+            "seed",
+            "method",
+            "preset",
+        }
+    )

@@ -20,7 +20,6 @@ errors are stored: correlated R has no place in a flat per-location layout.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from hybrida.io.atomic import atomic_write
 from hybrida.observations.base import Observation
 from hybrida.observations.errors import DiagonalError
 
@@ -115,17 +115,7 @@ def write_observations(
             **(attrs or {}),
         },
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        ds.to_netcdf(tmp, engine="h5netcdf")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
 
 
 def read_observations(path: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,6 +13,7 @@ import numpy as np
 import xarray as xr
 
 from hybrida.cycle import Record
+from hybrida.io.atomic import atomic_write
 
 _SERIES = {
     "rmse_a": "spatial RMS error of the analysis mean",
@@ -175,23 +174,9 @@ def _clean_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _atomic_write(path: Path, write) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def write_dataset(ds: xr.Dataset, path: str | Path) -> Path:
     """Write ``ds`` as NetCDF (h5netcdf) atomically: temp file, then ``os.replace``."""
-    return _atomic_write(Path(path), lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
+    return atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
 
 
 def read_dataset(path: str | Path) -> xr.Dataset:
@@ -219,7 +204,7 @@ def write_summary(summary: dict[str, Any], path: str | Path) -> Path:
     def write(tmp: str) -> None:
         Path(tmp).write_text(text + "\n")
 
-    return _atomic_write(Path(path), write)
+    return atomic_write(path, write)
 
 
 def read_summary(path: str | Path) -> dict[str, Any]:
