@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from docsection import write_section  # noqa: E402
+from docsection import write_section
 
-from hybrida.experiment.references import ROWS  # noqa: E402
-from hybrida.experiment.sweep import run_point  # noqa: E402
+from hybrida.experiment.references import ROWS
+from hybrida.experiment.sweep import run_point
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Command: `.venv/bin/python benchmarks/reproduce.py --seeds {' '.join(map(str, args.seeds))}`"
         + (f" --cycles {args.cycles}" if args.cycles else "")
         + f" ({platform.processor() or platform.machine()}, {args.workers} workers, {wall:.0f} s in all).",
-        "Median over seeds of the time-mean rmse_a after burn-in, full preset length; "
-        "bar: +-0.02, or +-5% above 0.5 (REFERENCES.md).",
+        ("Median over seeds of the time-mean rmse_a after burn-in, full preset length; "
+        "bar: +-0.02, or +-5% above 0.5 (REFERENCES.md)."),
         "",
         "| experiment | published | hybrida (median) | per seed | within bar | s/run |",
         "|---|---|---|---|---|---|",

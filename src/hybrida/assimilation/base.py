@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Union
 
 import torch
 from torch import Tensor
@@ -33,7 +32,7 @@ class GaussianState:
     cov: Tensor
 
 
-State = Union[Tensor, GaussianState]
+State = Tensor | GaussianState
 
 
 class AssimilationMethod(ABC):
