@@ -33,7 +33,9 @@ sakov2008). hybrida-only: LETKF at n=10^6, N=20.
 Flags: ``--cycles`` (n=40 cycles), ``--quick`` (smoke run), ``--skip-dapper``,
 ``--skip-huge`` (no n=10^6 case), ``--output`` (Markdown file, ``-`` for none),
 ``--threads`` (default 1 for both: on 2 cores busy with other work, multi-threaded
-torch slows down many-fold; 0 = the libraries' defaults).
+torch slows down many-fold; 0 = the libraries' defaults; -1 = hybrida picks per
+case as its runner does, one thread for small states and all cores for large ones,
+while DAPPER keeps its libraries' defaults).
 If DAPPER cannot be installed or run, the table keeps the hybrida columns and
 says why in a note.
 """
@@ -83,6 +85,10 @@ def run_hybrida_case(c: Case) -> dict:
     from hybrida.observations.base import Observation
     from hybrida.observations.errors import DiagonalError
 
+    if c.auto_threads:
+        from hybrida.experiment.runner import SMALL_PROBLEM
+
+        torch.set_num_threads(1 if c.n * 100 < SMALL_PROBLEM else (os.cpu_count() or 1))
     data = np.load(c.npz)
     truth = torch.from_numpy(data["xx"])
     yy = torch.from_numpy(data["yy"])
@@ -279,17 +285,20 @@ def main(argv=None) -> int:
         type=int,
         default=1,
         help="threads for both (torch.set_num_threads here; OMP/OpenBLAS/MKL_NUM_THREADS in "
-        "DAPPER's process); default 1, 0 = each library's own default",
+        "DAPPER's process); default 1, 0 = each library's own default, "
+        "-1 = hybrida's per-case rule (see hybrida.experiment.runner.torch_threads)",
     )
     p.add_argument("--json", default=None, help="also write all results (per-cycle RMSE too) here")
     args = p.parse_args(argv)
 
-    if args.threads:
+    if args.threads > 0:
         import torch
 
         torch.set_num_threads(args.threads)
     load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     cases = make_cases(args)
+    for c in cases:
+        c.auto_threads = args.threads == -1
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="hybrida-dapper-") as tmpdir:
         tmp = Path(tmpdir)
@@ -332,7 +341,13 @@ def main(argv=None) -> int:
         "truth + N(0, I); ETKF infl 1.02; LETKF infl 1.02, loc_rad 4",
         "timing": (
             f"n=40 cases: fastest of {max(1, args.repeat)} runs, others one run; threads: "
-            + (str(args.threads) if args.threads else "library defaults")
+            + (
+                str(args.threads)
+                if args.threads > 0
+                else "library defaults"
+                if args.threads == 0
+                else "hybrida per case (1 below n=2000, else all cores), DAPPER library defaults"
+            )
             + f"; load average at start {load0:.2f} "
             "(timings on a busy machine are slower and noisier)"
         ),

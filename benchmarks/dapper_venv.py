@@ -169,7 +169,7 @@ def run_dapper(cases: list[Case], tmp: Path, args) -> tuple[dict | None, str]:
     cases_json, out_json = tmp / "dapper_cases.json", tmp / "dapper_results.json"
     cases_json.write_text(json.dumps(spec))
     env = dict(os.environ, MPLBACKEND="Agg")
-    if args.threads:
+    if args.threads > 0:
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[var] = str(args.threads)
     print(f"dapper: running {len(todo)} case(s) in the DAPPER venv", flush=True)

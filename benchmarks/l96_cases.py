@@ -33,6 +33,7 @@ class Case:
     target_s_per_cycle: float | None = None
     repeat: int = 1  # timed runs; the fastest counts
     full_loop: bool = True  # also time run_cycle (not only forecast + analysis)
+    auto_threads: bool = False  # hybrida picks its thread count per case (--threads -1)
     npz: str = ""
     result: dict = field(default_factory=dict)
 
