@@ -15,6 +15,7 @@ from hybrida.assimilation.ensemble.inflation import (
     rtpp,
     rtps,
 )
+from hybrida.assimilation.ensemble.rotation import rotate_anomalies
 from hybrida.observations.base import Observation
 
 
@@ -56,7 +57,8 @@ class EnsembleMethod(AssimilationMethod):
 
     :meth:`analyse` drops missing observations, optionally inflates the prior
     adaptively (:class:`AdaptiveInflation`), calls the core update, then
-    relaxes (RTPP, RTPS) and inflates the posterior anomalies by ``infl``.
+    relaxes (RTPP, RTPS), inflates the posterior anomalies by ``infl`` and,
+    with ``rot=True``, mixes them by a random mean-preserving rotation.
     With no valid observation the prior is returned unchanged (no analysis,
     hence no inflation).
     """
@@ -70,6 +72,7 @@ class EnsembleMethod(AssimilationMethod):
         rtps: float = 0.0,
         rtpp: float = 0.0,
         adaptive: bool = False,
+        rot: bool = False,
     ):
         name = type(self).__name__
         self.N = _check_positive_int(f"{name}: N", N, 2)
@@ -83,6 +86,9 @@ class EnsembleMethod(AssimilationMethod):
             raise ValueError(f"{name}: adaptive must be True or False, got {adaptive!r}")  # noqa: TRY004
         self.adaptive = adaptive
         self.adaptive_inflation = AdaptiveInflation() if adaptive else None
+        if not isinstance(rot, bool):
+            raise ValueError(f"{name}: rot must be True or False, got {rot!r}")  # noqa: TRY004
+        self.rot = rot
         self._diag: dict[str, float] = {}
 
     def check_prior(self, prior: Tensor) -> Tensor:
@@ -125,7 +131,8 @@ class EnsembleMethod(AssimilationMethod):
         Ea = self._update(E, obs, generator)
         Ea = rtpp(Ea, E, self.rtpp)
         Ea = rtps(Ea, E, self.rtps)
-        return inflate_multiplicative(Ea, self.infl)
+        Ea = inflate_multiplicative(Ea, self.infl)
+        return rotate_anomalies(Ea, generator) if self.rot else Ea
 
     @abstractmethod
     def _update(self, E: Tensor, obs: Observation, generator: torch.Generator | None) -> Tensor:
@@ -138,5 +145,5 @@ class EnsembleMethod(AssimilationMethod):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(N={self.N}, infl={self.infl}, rtps={self.rtps}, "
-            f"rtpp={self.rtpp}, adaptive={self.adaptive})"
+            f"rtpp={self.rtpp}, adaptive={self.adaptive}, rot={self.rot})"
         )

@@ -153,8 +153,9 @@ class LETKF(EnsembleMethod):
         taper: str | None = "gaspari_cohn",
         solver: str = "auto",
         interp_every: int = 1,
+        rot: bool = False,
     ):
-        super().__init__(N, infl=infl, rtps=rtps, rtpp=rtpp, adaptive=adaptive)
+        super().__init__(N, infl=infl, rtps=rtps, rtpp=rtpp, adaptive=adaptive, rot=rot)
         loc_rad = float(loc_rad)
         if math.isnan(loc_rad) or loc_rad <= 0:
             raise ValueError(f"LETKF: loc_rad must be > 0, got {loc_rad}")
@@ -294,5 +295,5 @@ class LETKF(EnsembleMethod):
         return (
             f"LETKF(N={self.N}, loc_rad={self.loc_rad}, infl={self.infl}, rtps={self.rtps}, "
             f"rtpp={self.rtpp}, adaptive={self.adaptive}, taper='{self.taper}', "
-            f"solver='{self.solver}', interp_every={self.interp_every})"
+            f"solver='{self.solver}', interp_every={self.interp_every}, rot={self.rot})"
         )
