@@ -11,6 +11,7 @@ published value (+-0.02, or 5% above 0.5) and writes the table to
 from __future__ import annotations
 
 import argparse
+import math
 import platform
 import statistics
 import sys
@@ -38,9 +39,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = [r for r in ROWS if args.only in r.label]
     jobs = [(r, s) for r in rows for s in args.seeds]
     t0 = time.perf_counter()
-    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True) as cluster,
+        Client(cluster) as client,
+    ):
         futures = [
-            client.submit(run_point, r.config(seed=s, cycles=args.cycles).model_dump(mode="json"), None, pure=False)
+            client.submit(
+                run_point,
+                r.config(seed=s, cycles=args.cycles).model_dump(mode="json"),
+                None,
+                pure=False,
+            )
             for r, s in jobs
         ]
         summaries = client.gather(futures)
@@ -52,11 +61,14 @@ def main(argv: list[str] | None = None) -> int:
         f"Command: `.venv/bin/python benchmarks/reproduce.py --seeds {' '.join(map(str, args.seeds))}`"
         + (f" --cycles {args.cycles}" if args.cycles else "")
         + f" ({platform.processor() or platform.machine()}, {args.workers} workers, {wall:.0f} s in all).",
-        ("Median over seeds of the time-mean rmse_a after burn-in, full preset length; "
-        "bar: +-0.02, or +-5% above 0.5 (REFERENCES.md)."),
+        (
+            "Median over seeds of the time-mean rmse_a after burn-in, full preset length; "
+            "bar: +-0.02, or +-5% above 0.5 (REFERENCES.md). 'lost %': per seed, the share of "
+            "cycles whose analysis error exceeds 4x the ensemble spread (the filter lost track)."
+        ),
         "",
-        "| experiment | published | hybrida (median) | per seed | within bar | s/run |",
-        "|---|---|---|---|---|---|",
+        "| experiment | published | hybrida (median) | per seed | within bar | lost % | s/run |",
+        "|---|---|---|---|---|---|---|",
     ]
     n_ok = 0
     for i, r in enumerate(rows):
@@ -67,7 +79,14 @@ def main(argv: list[str] | None = None) -> int:
         n_ok += ok
         secs = statistics.median(m.get("wall_s", float("nan")) for m in mine)
         per_seed = ", ".join(f"{v:.3f}" for v in vals)
-        lines.append(f"| {r.label} | {r.rmse_a} | {med:.3f} | {per_seed} | {'yes' if ok else '**no**'} | {secs:.1f} |")
+        lost = [m.get("lost_fraction", float("nan")) for m in mine]
+        lost_txt = (
+            "-" if all(math.isnan(v) for v in lost) else ", ".join(f"{100 * v:.0f}" for v in lost)
+        )
+        verdict = "yes" if ok else "**no**"
+        lines.append(
+            f"| {r.label} | {r.rmse_a} | {med:.3f} | {per_seed} | {verdict} | {lost_txt} | {secs:.1f} |"
+        )
     lines += ["", f"{n_ok} of {len(rows)} rows within the bar."]
     text = "\n".join(lines)
     print(text)

@@ -94,6 +94,10 @@ def climatological_std(exp: Experiment) -> float:
     return float(truth.var(0, unbiased=True).mean().sqrt())
 
 
+#: analysis error above this multiple of the spread counts as "lost track" in the summary
+LOST_RATIO = 4.0
+
+
 def summarize(
     config: ExperimentConfig,
     records: list[Record],
@@ -105,8 +109,21 @@ def summarize(
     diverged_reason: str,
     N: int | None,
 ) -> dict[str, Any]:
-    """Time means after burn-in (REFERENCES conventions) and the divergence verdict."""
+    """Time means after burn-in (REFERENCES conventions) and the divergence verdict.
+
+    ``lost_fraction`` is the share of scored cycles in which the analysis error
+    exceeds ``LOST_RATIO`` times the ensemble spread: a filter that has lost
+    track of the truth for a while but recovers can keep a modest time-mean
+    rmse_a, and this makes such episodes visible (NaN for methods without
+    spread).
+    """
     scored = [r for r in records if r.time > config.burn_in]
+    with_spread = [r for r in scored if r.spread_a > 0]
+    lost_fraction = (
+        sum(r.rmse_a > LOST_RATIO * r.spread_a for r in with_spread) / len(with_spread)
+        if with_spread
+        else math.nan
+    )
 
     def mean(name: str) -> float:
         if not scored:
@@ -135,6 +152,7 @@ def summarize(
         "spread_f": mean("spread_f"),
         "spread_skill": spread_a / rmse_a if rmse_a and math.isfinite(rmse_a) else math.nan,
         "crps_a": mean("crps_a"),
+        "lost_fraction": lost_fraction,
         "clim_std": clim_std,
         "wall_s": wall_s,
         "build_s": build_s,
