@@ -78,6 +78,10 @@ def _fit_burn_in(data: dict[str, Any]) -> str | None:
     return None
 
 
+#: share of "lost" cycles above which `hybrida run` warns
+LOST_WARNING = 0.05
+
+
 def _summary_table(summary: dict[str, Any], title: str) -> Table:
     table = Table(title=title, show_header=True, header_style="bold")
     table.add_column("score")
@@ -94,6 +98,7 @@ def _summary_table(summary: dict[str, Any], title: str) -> Table:
         "spread_f",
         "spread_skill",
         "crps_a",
+        "lost_fraction",
         "clim_std",
         "wall_s",
         "diverged",
@@ -183,6 +188,13 @@ def run(
         where = f" at cycle {summary['diverged_cycle']}" if summary.get("diverged_cycle") else ""
         err_console.print(
             f"[bold yellow]warning:[/] filter diverged{where}: {summary['diverged_reason']}",
+            soft_wrap=True,
+        )
+    lost = summary.get("lost_fraction")
+    if isinstance(lost, float) and lost > LOST_WARNING:
+        err_console.print(
+            f"[bold yellow]warning:[/] the analysis error exceeded 4x the spread in "
+            f"{100 * lost:.0f}% of the scored cycles: the filter lost track for a while",
             soft_wrap=True,
         )
     out_console.print(f"wrote {out_dir}/: " + ", ".join(p.name for p in files), soft_wrap=True)
