@@ -7,7 +7,7 @@ from torch import Tensor
 
 from hybrida.assimilation.base import AssimilationMethod, GaussianState, State
 from hybrida.assimilation.variational.climatology import check_positive
-from hybrida.assimilation.variational.oi import observation_jacobian
+from hybrida.assimilation.variational.oi import blue, observation_jacobian
 from hybrida.models.base import Model
 from hybrida.observations.base import Observation
 
@@ -24,11 +24,7 @@ def kalman_update(mean: Tensor, cov: Tensor, obs: Observation, H: Tensor | None 
     """
     H = observation_jacobian(obs, mean) if H is None else H
     R = obs.error.cov.to(mean)
-    PHt = cov @ H.mT
-    S = H @ PHt + R
-    L = torch.linalg.cholesky(0.5 * (S + S.mT))
-    K = torch.cholesky_solve(PHt.mT, L).mT
-    mean_a = mean + K @ (obs.y.to(mean) - obs.H(mean))
+    mean_a, K = blue(mean, cov, obs, H)
     IKH = torch.eye(mean.shape[-1], dtype=mean.dtype, device=mean.device) - K @ H
     P_a = IKH @ cov @ IKH.mT + K @ R @ K.mT
     return GaussianState(mean_a, 0.5 * (P_a + P_a.mT)), K
