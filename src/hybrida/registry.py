@@ -33,9 +33,20 @@ OBSERVATIONS: dict[str, str] = {
 
 
 def resolve(table: dict[str, str], name: str, what: str) -> Any:
-    """Import the class registered under ``name``; unknown names list the allowed ones."""
-    if name not in table:
+    """Import the class registered under ``name``, or a ``'package.module:Class'`` plugin path.
+
+    Unknown names list the allowed ones; a plugin path that does not import
+    raises ImportError.
+    """
+    if ":" in name:
+        path = name
+    elif name in table:
+        path = table[name]
+    else:
         allowed = ", ".join(sorted(table))
         raise ValueError(f"unknown {what} '{name}'; choose one of: {allowed}")
-    module, attr = table[name].split(":")
-    return getattr(importlib.import_module(module), attr)
+    module, _, attr = path.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except AttributeError as err:
+        raise ImportError(str(err)) from None

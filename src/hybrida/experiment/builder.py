@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from dataclasses import dataclass
 from typing import Any
@@ -52,19 +51,11 @@ def derive_seeds(seed: int) -> dict[str, int]:
 
 
 def resolve(table: dict[str, str], name: str, what: str) -> Any:
-    """The class for a registered ``name`` or a ``'package.module:Class'`` plugin path."""
-    if ":" in name:
-        module, _, attr = name.partition(":")
-        try:
-            return getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as err:
-            raise ConfigError(f"{what}.name: cannot import '{name}' ({err})") from None
+    """:func:`hybrida.registry.resolve` with import failures as a :class:`ConfigError`."""
     try:
         return registry.resolve(table, name, what)
     except ImportError as err:
-        raise ConfigError(
-            f"{what}.name: '{name}' is registered but not importable ({err})"
-        ) from None
+        raise ConfigError(f"{what}.name: cannot import '{name}' ({err})") from None
 
 
 def _accepted(cls: type) -> list[str]:
