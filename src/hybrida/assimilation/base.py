@@ -15,7 +15,7 @@ The cycle only calls :meth:`AssimilationMethod.initial_state`,
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -32,7 +32,34 @@ class GaussianState:
     cov: Tensor
 
 
-State = Tensor | GaussianState
+@dataclass
+class ParticleState:
+    """A weighted particle approximation: particles ``(N, n)`` and normalised weights ``(N,)``."""
+
+    particles: Tensor
+    weights: Tensor
+
+
+@dataclass
+class WindowState:
+    """State of a windowed (smoother) method: 4D-Var, iEnKS, 4D-EnVar.
+
+    ``current`` is the estimate at the latest time (a state ``(n,)`` or an
+    ensemble ``(N, n)``); ``start`` the estimate at the start of the next
+    assimilation window, at model time ``t_start``, ``span`` cycles before
+    ``current``; ``pending`` the observations received since the last
+    analysis (oldest first; the i-th of them lies
+    ``span - len(pending) + 1 + i`` cycles after the window start).
+    """
+
+    current: Tensor
+    start: Tensor
+    t_start: float = 0.0
+    span: int = 0
+    pending: list[Observation] = field(default_factory=list)
+
+
+State = Tensor | GaussianState | ParticleState | WindowState
 
 
 class AssimilationMethod(ABC):
@@ -77,20 +104,37 @@ class AssimilationMethod(ABC):
 
 def state_mean(state: State) -> Tensor:
     """Best estimate ``(n,)``: the ensemble mean, the Gaussian mean, or the state itself."""
+    if isinstance(state, WindowState):
+        return state_mean(state.current)
+    if isinstance(state, ParticleState):
+        return state.weights.to(state.particles) @ state.particles
     if isinstance(state, GaussianState):
         return state.mean
     return state.mean(-2) if state.ndim >= 2 else state
 
 
 def state_members(state: State) -> Tensor | None:
-    """Ensemble members ``(N, n)``, or None for non-ensemble states."""
+    """Ensemble members ``(N, n)``, or None for non-ensemble states (particles: unweighted)."""
+    if isinstance(state, WindowState):
+        return state_members(state.current)
+    if isinstance(state, ParticleState):
+        return state.particles
     if isinstance(state, Tensor) and state.ndim >= 2:
         return state
     return None
 
 
 def state_spread(state: State) -> Tensor:
-    """Spread: sqrt of the domain-mean variance (ensemble: unbiased, N-1)."""
+    """Spread: sqrt of the domain-mean variance (ensemble: unbiased, N-1; particles: weighted)."""
+    if isinstance(state, WindowState):
+        return state_spread(state.current)
+    if isinstance(state, ParticleState):
+        w = state.weights.to(state.particles)
+        dev = state.particles - w @ state.particles
+        var = (w.unsqueeze(-1) * dev * dev).sum(-2)
+        ess = 1.0 / (w * w).sum()
+        correction = ess / (ess - 1.0) if float(ess) > 1.0 else torch.ones_like(ess)
+        return (correction * var.mean(-1)).clamp_min(0).sqrt()
     if isinstance(state, GaussianState):
         return torch.diagonal(state.cov).clamp_min(0).mean().sqrt()
     if state.ndim >= 2:
