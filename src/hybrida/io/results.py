@@ -111,6 +111,25 @@ def records_to_dataset(
             {"long_name": f"method diagnostic '{k}'", "units": "1"},
         )
 
+    # per-iteration histories (e.g. cost and gradient norm of variational
+    # minimisations) become (time, iteration) arrays padded with NaN
+    list_keys = sorted({k for r in records for k, v in r.diagnostics.items() if _is_sequence(v)})
+    seqs = {
+        k: [list(v) if _is_sequence(v := r.diagnostics.get(k)) else [] for r in records] for k in list_keys
+    }
+    width = max((len(q) for k in list_keys for q in seqs[k]), default=0)
+    for k in list_keys:
+        arr = np.full((T, width), math.nan)
+        for i, q in enumerate(seqs[k]):
+            arr[i, : len(q)] = np.asarray(q, dtype=float)
+        data[f"diag_{k}"] = (
+            ("time", "iteration"),
+            arr,
+            {"long_name": f"method diagnostic '{k}' per iteration (NaN-padded)", "units": "1"},
+        )
+    if list_keys:
+        coords["iteration"] = ("iteration", np.arange(width), {"long_name": "minimiser iteration"})
+
     members = [r.members for r in records]
     if T and all(m is not None for m in members):
         stack = np.stack([_np(m) for m in members]).astype(float)
@@ -149,6 +168,10 @@ def _ensemble_size(records: Sequence[Record], ranks: np.ndarray) -> int:
         if r.members is not None:
             return int(r.members.shape[-2])
     return int(ranks.max()) if ranks.size else 0
+
+
+def _is_sequence(v: Any) -> bool:
+    return isinstance(v, (list, tuple)) and all(_is_scalar(e) for e in v)
 
 
 def _is_scalar(v: Any) -> bool:
