@@ -48,10 +48,17 @@ class Record:
     diagnostics: dict = field(default_factory=dict)
 
 
+def _spread(state: State, n: int) -> Tensor:
+    members = state_members(state)
+    if members is not None and members.shape[-1] > n and not hasattr(state, "weights"):
+        return state_spread(members[..., :n])
+    return state_spread(state)
+
+
 def _crps(state: State, truth: Tensor) -> float:
     members = state_members(state)
     if members is not None:
-        return float(metrics.crps_ensemble(members, truth))
+        return float(metrics.crps_ensemble(members[..., : truth.shape[-1]], truth))
     std = state_spread(state)
     if float(std) == 0.0:
         return float((state_mean(state) - truth).abs().mean())
@@ -95,8 +102,13 @@ def run_cycle(
         if not bool(torch.isfinite(mean_a).all()):
             raise FilterDiverged(k, f"{type(method).__name__}: analysis became non-finite at cycle {k}")
         x_true = truth[k]
-        mean_f = state_mean(prior)
+        n = x_true.shape[-1]
+        # scores compare the physical state: an augmented state [x, theta]
+        # (parameter estimation) is cut to the truth's size
+        mean_a = mean_a[..., :n]
+        mean_f = state_mean(prior)[..., :n]
         members = state_members(posterior)
+        members = None if members is None else members[..., :n]
         record = Record(
             cycle=k,
             time=t,
@@ -105,8 +117,8 @@ def run_cycle(
             posterior_mean=mean_a,
             rmse_f=float(metrics.rmse(mean_f, x_true)),
             rmse_a=float(metrics.rmse(mean_a, x_true)),
-            spread_f=float(state_spread(prior)),
-            spread_a=float(state_spread(posterior)),
+            spread_f=float(_spread(prior, n)),
+            spread_a=float(_spread(posterior, n)),
             crps_a=_crps(posterior, x_true) if probabilistic_scores else float("nan"),
             n_obs=int(torch.isfinite(obs.y).sum()),
             rank_a=(

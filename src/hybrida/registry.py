@@ -21,6 +21,7 @@ METHODS: dict[str, str] = {
     "oi": "hybrida.assimilation.variational.oi:OptimalInterpolation",
     "ekf": "hybrida.assimilation.variational.ekf:EKF",
     "climatology": "hybrida.assimilation.variational.climatology:Climatology",
+    "augmented": "hybrida.assimilation.ensemble.augmented:AugmentedEnsemble",
 }
 
 OBSERVATIONS: dict[str, str] = {
