@@ -91,9 +91,24 @@ def instantiate(cls: type, kwargs: dict[str, Any], field: str) -> Any:
 
 
 def build_model(config: ExperimentConfig) -> Model:
-    """The dynamical model of ``config``."""
+    """The dynamical (forecast) model of ``config``."""
     cls = resolve(registry.MODELS, config.model.name, "model")
     return instantiate(cls, dict(config.model.params), "model.params")
+
+
+def build_truth_model(config: ExperimentConfig, model: Model) -> Model:
+    """The model that runs the truth: ``truth_model`` when given (imperfect-model twin), else ``model``."""
+    if config.truth_model is None:
+        return model
+    cls = resolve(registry.MODELS, config.truth_model.name, "truth_model")
+    truth = instantiate(cls, dict(config.truth_model.params), "truth_model.params")
+    if abs(truth.dt - model.dt) > 1e-12 * model.dt:
+        raise ConfigError(f"truth_model.params.dt: {truth.dt} must equal the forecast model's dt {model.dt}")
+    if truth.n < model.n:
+        raise ConfigError(
+            f"truth_model: has {truth.n} variables, fewer than the forecast model's {model.n}"
+        )
+    return truth
 
 
 def check_against_model(config: ExperimentConfig, model: Model) -> None:
@@ -145,6 +160,7 @@ def build(config: ExperimentConfig) -> Experiment:
     """Model, network, method, nature run + observations, and initial state of ``config``."""
     dtype = getattr(torch, config.dtype)
     model = build_model(config)
+    truth_model = build_truth_model(config, model)
     check_against_model(config, model)
     obs_system = build_observations(config, model, dtype)
     seeds = derive_seeds(config.seed)
@@ -157,13 +173,15 @@ def build(config: ExperimentConfig) -> Experiment:
     if not hasattr(model, "initial_state"):
         raise ConfigError(f"model.name: {type(model).__name__} has no initial_state(dtype)")
     x_ref = model.initial_state(dtype)
-    x0 = x_ref.clone()
+    # an imperfect-model truth starts on its own attractor
+    x0 = truth_model.initial_state(dtype) if truth_model is not model else x_ref.clone()
     if config.initial.truth_std > 0:
         x0 = x0 + config.initial.truth_std * torch.randn(
             x0.shape, generator=gens["truth"], dtype=dtype
         )
     method, clim = build_method(config, model, x_ref)
-    twin = make_twin(model, obs_system, x0, config.cycles, gens["truth"])
+    n_state = model.n if truth_model.n > model.n else None
+    twin = make_twin(truth_model, obs_system, x0, config.cycles, gens["truth"], n_state=n_state)
     center = twin.truth[0] if config.initial.center == "truth" else x_ref
     initial = method.initial_state(center, config.initial.std, generator=gens["initial"])
     return Experiment(

@@ -132,6 +132,13 @@ class ExperimentConfig(_Strict):
         3000, ge=0, description="master seed; truth, initial and analysis streams derive from it"
     )
     model: ModelConfig = Field(default_factory=ModelConfig, description="dynamical model")
+    truth_model: ModelConfig | None = Field(
+        None,
+        description=(
+            "imperfect-model twin: the model that runs the truth (default: `model`); same dt, "
+            "its leading `model.n` variables are the forecast model's state"
+        ),
+    )
     observations: ObservationConfig = Field(
         default_factory=ObservationConfig, description="observation network"
     )

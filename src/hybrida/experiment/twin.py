@@ -38,12 +38,18 @@ def make_twin(
     x0: Tensor,
     n_cycles: int,
     generator: torch.Generator | None = None,
+    n_state: int | None = None,
 ) -> Twin:
     """Run the truth from ``x0`` and observe it every ``obs_system.every`` steps.
 
-    No observation is taken at t=0 (cycle 0).
+    No observation is taken at t=0 (cycle 0). With ``n_state`` (imperfect-model
+    twins whose truth has more variables than the forecast model, e.g. the
+    two-scale Lorenz-96 truth of a one-scale model) the truth is cut to its
+    leading ``n_state`` variables before it is observed and stored.
     """
     truth = nature_run(model, x0, n_cycles, obs_system.every)
+    if n_state is not None:
+        truth = truth[..., :n_state].contiguous()
     observations = [obs_system.observe(truth[k], k, generator) for k in range(1, n_cycles + 1)]
     return Twin(truth=truth, observations=observations, steps_per_cycle=obs_system.every)
 
