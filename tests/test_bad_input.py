@@ -24,6 +24,7 @@ METHOD_PARAMS = {
     "oi": {},
     "ekf": {"infl": 1.0},
     "climatology": {},
+    "augmented": {"estimate": {"F": [8.0, 0.5]}, "inner_params": {"N": 10}},
 }
 
 
