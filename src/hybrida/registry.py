@@ -22,6 +22,8 @@ METHODS: dict[str, str] = {
     "ekf": "hybrida.assimilation.variational.ekf:EKF",
     "climatology": "hybrida.assimilation.variational.climatology:Climatology",
     "augmented": "hybrida.assimilation.ensemble.augmented:AugmentedEnsemble",
+    "pf": "hybrida.assimilation.particle.bootstrap:BootstrapPF",
+    "lpf": "hybrida.assimilation.particle.local:LocalPF",
 }
 
 OBSERVATIONS: dict[str, str] = {
