@@ -10,6 +10,8 @@ MODELS: dict[str, str] = {
     "lorenz96": "hybrida.models.lorenz96:Lorenz96",
     "lorenz96_two_scale": "hybrida.models.lorenz96_two_scale:Lorenz96TwoScale",
     "ks": "hybrida.models.ks:KuramotoSivashinsky",
+    # a trained surrogate saved by hybrida.learn.save_surrogate: params {path: FILE}
+    "surrogate": "hybrida.learn.persist:load_surrogate",
 }
 
 METHODS: dict[str, str] = {
