@@ -25,6 +25,7 @@ METHOD_PARAMS = {
     "ekf": {"infl": 1.0},
     "climatology": {},
     "augmented": {"estimate": {"F": [8.0, 0.5]}, "inner_params": {"N": 10}},
+    "ienks": {"N": 10, "lag": 2},
     "pf": {"N": 50, "reg": 1.0, "NER": 0.5},
     "lpf": {"N": 20, "loc_rad": 1.0},
 }

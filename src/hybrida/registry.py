@@ -24,6 +24,7 @@ METHODS: dict[str, str] = {
     "ekf": "hybrida.assimilation.variational.ekf:EKF",
     "climatology": "hybrida.assimilation.variational.climatology:Climatology",
     "augmented": "hybrida.assimilation.ensemble.augmented:AugmentedEnsemble",
+    "ienks": "hybrida.assimilation.ensemble.ienks:IEnKS",
     "pf": "hybrida.assimilation.particle.bootstrap:BootstrapPF",
     "lpf": "hybrida.assimilation.particle.local:LocalPF",
 }

@@ -109,6 +109,7 @@ TUNED: dict[str, dict[str, dict[str, Any]]] = {
         "ekf": {"infl": 180.0},  # 0.92 (per unit time)
         "etkf": {"N": 10, "infl": 1.02},  # 0.60
         "enkf": {"N": 10, "infl": 1.04},  # 0.65
+        "ienks": {"N": 10, "infl": 1.02, "rot": True},  # 0.31
         "pf": {"N": 100, "reg": 2.4, "NER": 0.3},  # 0.38
     },
     "lorenz96/sakov2008": {
@@ -120,6 +121,7 @@ TUNED: dict[str, dict[str, dict[str, Any]]] = {
         "etkf": {"N": 28, "infl": 1.02},  # 0.18
         "denkf": {"N": 40, "infl": 1.01},  # 0.18
         "letkf": {"N": 10, "infl": 1.02, "loc_rad": 4},  # 0.21
+        "ienks": {"N": 40, "infl": 1.01, "rot": True},  # 0.17
         "lpf": {"N": 40, "loc_rad": 1, "rtps": 0.3, "jitter": 0.3},  # 0.34 (our tuning, not published)
     },
     "ks/bocquet2019": {
