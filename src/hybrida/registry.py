@@ -23,6 +23,8 @@ METHODS: dict[str, str] = {
     "oi": "hybrida.assimilation.variational.oi:OptimalInterpolation",
     "ekf": "hybrida.assimilation.variational.ekf:EKF",
     "climatology": "hybrida.assimilation.variational.climatology:Climatology",
+    "envar": "hybrida.assimilation.variational.envar:HybridEnVar",
+    "envar4d": "hybrida.assimilation.variational.envar4d:HybridEnVar4D",
     "augmented": "hybrida.assimilation.ensemble.augmented:AugmentedEnsemble",
     "ienks": "hybrida.assimilation.ensemble.ienks:IEnKS",
     "pf": "hybrida.assimilation.particle.bootstrap:BootstrapPF",
