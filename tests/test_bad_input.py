@@ -30,6 +30,7 @@ METHOD_PARAMS = {
     "envar4d": {"N": 10, "xB": 0.1, "beta": 0.5, "loc_rad": 3.0, "lag": 2},
     "pf": {"N": 50, "reg": 1.0, "NER": 0.5},
     "lpf": {"N": 20, "loc_rad": 1.0},
+    "online_correction": {"inner_params": {"N": 10}, "in_mean": 2.3, "in_std": 3.6, "theta_std": 0.01},
 }
 
 

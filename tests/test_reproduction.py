@@ -22,6 +22,7 @@ SHORT = {
     "lorenz96/sakov2008": (500, 5.0, 5_000),
     "ks/bocquet2019": (300, 50.0, 4_000),
     "lorenz96/wilks05": (300, 3.0, 5_000),
+    "lorenz96/model_error": (500, 5.0, 2_000),
 }
 SEEDS = (1, 2, 3)
 LOOSE = 2.5

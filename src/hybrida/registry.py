@@ -10,6 +10,7 @@ MODELS: dict[str, str] = {
     "lorenz96": "hybrida.models.lorenz96:Lorenz96",
     "lorenz96_two_scale": "hybrida.models.lorenz96_two_scale:Lorenz96TwoScale",
     "ks": "hybrida.models.ks:KuramotoSivashinsky",
+    "lorenz96_cubic": "hybrida.models.lorenz96_variants:Lorenz96Cubic",
     # a trained surrogate saved by hybrida.learn.save_surrogate: params {path: FILE}
     "surrogate": "hybrida.learn.persist:load_surrogate",
 }
@@ -29,6 +30,7 @@ METHODS: dict[str, str] = {
     "ienks": "hybrida.assimilation.ensemble.ienks:IEnKS",
     "pf": "hybrida.assimilation.particle.bootstrap:BootstrapPF",
     "lpf": "hybrida.assimilation.particle.local:LocalPF",
+    "online_correction": "hybrida.learn.online:OnlineCorrectionEnsemble",
 }
 
 OBSERVATIONS: dict[str, str] = {
@@ -37,6 +39,7 @@ OBSERVATIONS: dict[str, str] = {
     "every_kth": "hybrida.observations.networks:EveryKthObs",
     "random_subset": "hybrida.observations.networks:RandomSubsetObs",
     "radiance": "hybrida.observations.networks:RadianceObs",
+    "alternating": "hybrida.observations.alternating:AlternatingHalvesObs",
 }
 
 

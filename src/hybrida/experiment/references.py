@@ -63,6 +63,7 @@ _L63 = "Sakov, Oliver & Bertino 2012 setup (DAPPER sakov2012)"
 _L96 = "Sakov & Oke 2008 setup (DAPPER sakov2008)"
 _KS = "Bocquet, Raanes & Hannart 2019 setup (DAPPER bocquet2019)"
 _UV = "Wilks 2005 setup (DAPPER wilks05)"
+_ME = "Bocquet–Brajard model-error setup (cubic-term truth calibrated by us, see presets)"
 
 ROWS: list[ReferenceRow] = [
     ReferenceRow("lorenz63/sakov2012", "climatology", {}, 7.6, _L63),
@@ -93,4 +94,5 @@ ROWS: list[ReferenceRow] = [
     ReferenceRow("lorenz96/wilks05", "climatology", {}, 0.93, _UV),
     ReferenceRow("lorenz96/wilks05", "3dvar", {"xB": 2.0}, 0.39, _UV),
     ReferenceRow("lorenz96/wilks05", "etkf", {"N": 20, "adaptive": True}, 0.27, _UV),
+    ReferenceRow("lorenz96/model_error", "etkf", {"N": 40, "adaptive": True}, 0.20, _ME),
 ]

@@ -1,0 +1,267 @@
+"""Online learning of a model-error correction, cycle by cycle, together with the state.
+
+(a) :class:`OnlineCorrectionEnsemble`: an ensemble filter on the augmented state
+    z = [x, theta] where theta are the weights of a small translation-invariant
+    correction (:class:`~hybrida.learn.correction.PolyConv`); each member runs the
+    hybrid model with its own weights and the inner ETKF updates x and theta
+    through their sampled cross-covariance (Bocquet, Farchi & Malartic 2021;
+    Brajard et al. 2021 discuss the same augmented approach), with parameter
+    inflation to keep the weights adaptable (Ruiz, Pulido & Miyoshi 2013).
+(b) :func:`weak4dvar_online`: weak-constraint 4D-Var over consecutive windows
+    with the correction weights in the control vector (Farchi et al. 2023), the
+    weights' analysis of one window being the background of the next.
+
+Both can start from an offline-trained correction (transfer learning).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from hybrida import registry
+from hybrida.assimilation.base import AssimilationMethod, State
+from hybrida.assimilation.ensemble.augmented import GLOBAL_METHODS, augment_observation
+from hybrida.assimilation.ensemble.inflation import inflate_multiplicative
+from hybrida.learn.correction import KINDS, CorrectedModel, PolyConv
+from hybrida.models.base import Model
+from hybrida.observations.base import Observation
+
+__all__ = ["OnlineCorrectionEnsemble", "OnlineVarResult", "weak4dvar_online"]
+
+
+def _positive(name: str, value: float, allow_zero: bool = False) -> float:
+    value = float(value)
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"OnlineCorrectionEnsemble: {name} must be a finite number {'>=' if allow_zero else '>'} 0, got {value}")
+    return value
+
+
+class OnlineCorrectionEnsemble(AssimilationMethod):
+    """Augmented-state ensemble filter estimating the state and the weights of a PolyConv correction.
+
+    The forecast model given to :meth:`forecast` is the physics M; member j
+    runs the hybrid CorrectedModel(M, PolyConv, ``kind``) with its weights
+    theta_j (``in_mean``, ``in_std``, ``out_std`` normalise as in
+    :class:`~hybrida.learn.correction.CorrectedModel`). Prior weights
+    N(``theta_mean``, ``theta_std``^2 I) (``theta_mean`` None = zeros, i.e.
+    the physics; or the weights of an offline correction, transfer
+    learning). After each analysis the weight anomalies are multiplied by
+    ``param_infl`` and, with ``param_noise`` > 0, receive additive noise
+    N(0, ``param_noise``^2) drawn with the analysis generator, so the filter
+    keeps adapting (non-stationary model error). ``inner``/``inner_params``:
+    the global ensemble filter on z. Diagnostics: the inner ones plus
+    ``theta_norm`` (norm of the mean weights) and ``theta_spread`` (mean
+    ensemble std of the weights); :attr:`theta` holds the mean weights.
+    """
+
+    kind = "ensemble"
+
+    def __init__(
+        self,
+        correction: str = "tendency",
+        degree: int = 3,
+        kernel_size: int = 3,
+        in_mean: float = 0.0,
+        in_std: float = 1.0,
+        out_std: float = 1.0,
+        theta_mean: Sequence[float] | Tensor | None = None,
+        theta_std: float = 0.1,
+        inner: str = "etkf",
+        inner_params: dict[str, Any] | None = None,
+        param_infl: float = 1.0,
+        param_noise: float = 0.0,
+    ):
+        if correction not in KINDS:
+            raise ValueError(f"OnlineCorrectionEnsemble: correction must be one of {', '.join(KINDS)}, got {correction!r}")
+        self.net = PolyConv(degree, kernel_size)
+        self.correction = correction
+        self.in_mean = float(in_mean)
+        self.in_std = _positive("in_std", in_std)
+        self.out_std = _positive("out_std", out_std)
+        P = self.net.n_weights
+        mean = torch.zeros(P, dtype=torch.float64) if theta_mean is None else torch.as_tensor(theta_mean, dtype=torch.float64).flatten()
+        if mean.shape != (P,) or not bool(torch.isfinite(mean).all()):
+            raise ValueError(f"OnlineCorrectionEnsemble: theta_mean must hold {P} finite weights, got shape {tuple(mean.shape)}")
+        self.theta_mean = mean
+        self.theta_std = _positive("theta_std", theta_std)
+        if inner not in GLOBAL_METHODS:
+            raise ValueError(f"OnlineCorrectionEnsemble: inner must be one of {', '.join(GLOBAL_METHODS)}, got {inner!r}")
+        self.inner = registry.resolve(registry.METHODS, inner, "method")(**(inner_params or {}))
+        self.N = self.inner.N
+        self.param_infl = _positive("param_infl", param_infl)
+        self.param_noise = _positive("param_noise", param_noise, allow_zero=True)
+        self.theta = mean.clone()
+        self._hybrid: tuple[int, CorrectedModel] | None = None
+        self._diag: dict[str, float] = {}
+
+    @property
+    def n_params(self) -> int:
+        return self.net.n_weights
+
+    def hybrid(self, physics: Model) -> CorrectedModel:
+        """The hybrid model on ``physics`` (weights supplied per member at each step)."""
+        if self._hybrid is None or self._hybrid[0] != id(physics):
+            self._hybrid = (
+                id(physics),
+                CorrectedModel(physics, self.net, self.correction, self.in_mean, self.in_std, self.out_std),
+            )
+        return self._hybrid[1]
+
+    def corrected_model(self, physics: Model) -> CorrectedModel:
+        """A stand-alone hybrid model with the current mean weights (e.g. for forecasts)."""
+        net = PolyConv(self.net.degree, self.net.kernel_size)
+        with torch.no_grad():
+            net.theta.copy_(self.theta)
+        return CorrectedModel(physics, net, self.correction, self.in_mean, self.in_std, self.out_std)
+
+    def initial_state(self, mean: Tensor, std: Tensor | float, generator: torch.Generator | None = None) -> State:
+        """Inner state members, weights drawn from N(theta_mean, theta_std^2), side by side."""
+        X = self.inner.initial_state(mean, std, generator)
+        z = torch.randn(self.N, self.n_params, generator=generator, dtype=mean.dtype)
+        theta = (self.theta_mean.to(mean.dtype) + self.theta_std * z).to(mean.device)
+        return torch.cat((X, theta), -1)
+
+    def forecast(self, model: Model, state: State, n_steps: int, t0: float = 0.0) -> State:
+        """Each member advanced by the hybrid model with its own weights; weights persist."""
+        if not isinstance(state, Tensor) or state.shape[-1] != model.n + self.n_params:
+            raise ValueError(f"OnlineCorrectionEnsemble: state must be (N, n + {self.n_params}) for this model")
+        hyb = self.hybrid(model)
+        x, theta = state[..., : model.n], state[..., model.n :]
+        for k in range(n_steps):
+            x = hyb.step_with(x, theta, t0 + k * model.dt)
+        return torch.cat((x, theta), -1)
+
+    def analyse(self, prior: State, obs: Observation, t: float = 0.0, generator: torch.Generator | None = None) -> State:
+        """Inner analysis of [x, theta], then multiplicative and additive parameter inflation."""
+        if not isinstance(prior, Tensor) or prior.ndim != 2:
+            raise ValueError("OnlineCorrectionEnsemble: prior must be an augmented ensemble (N, n + P)")
+        P = self.n_params
+        n = prior.shape[-1] - P
+        post = self.inner.analyse(prior, augment_observation(obs, n, P), t, generator)
+        theta = post[..., n:]
+        if self.param_infl != 1.0:
+            theta = inflate_multiplicative(theta, self.param_infl)
+        if self.param_noise > 0:
+            noise = torch.randn(theta.shape, generator=generator, dtype=theta.dtype, device=theta.device)
+            theta = theta + self.param_noise * (noise - noise.mean(0))
+        post = torch.cat((post[..., :n], theta), -1)
+        self.theta = theta.mean(0).detach().cpu().to(torch.float64)
+        self._diag = dict(self.inner.diagnostics())
+        self._diag["theta_norm"] = float(self.theta.norm())
+        self._diag["theta_spread"] = float(theta.std(0).mean())
+        return post
+
+    def diagnostics(self) -> dict[str, float]:
+        """Inner diagnostics plus ``theta_norm`` and ``theta_spread``."""
+        return dict(self._diag)
+
+
+@dataclass
+class OnlineVarResult:
+    """Analyses at the end of each window ``(W + 1, n)`` and the weights after each window ``(W + 1, P)``."""
+
+    analyses: Tensor
+    theta: Tensor
+    cost: list[float] = field(default_factory=list)
+
+
+def _window_cost(
+    hybrid: CorrectedModel,
+    v: Tensor,
+    eta: Tensor,
+    u: Tensor,
+    xb: Tensor,
+    theta_b: Tensor,
+    obs: Sequence[Observation],
+    steps_per_cycle: int,
+    b: float,
+    q: float,
+    p: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Weak-constraint 4D-Var cost in the preconditioned control (v, eta, u); returns (J, states, theta).
+
+    x_0 = x_b + b v, x_k = M_theta^s(x_{k-1}) + q eta_k, theta = theta_b + p u, and
+    J = |v|^2/2 + sum_k |eta_k|^2/2 + |u|^2/2 + sum_k |R^{-1/2}(y_k - H x_k)|^2 / 2
+    (model-error forcing formulation, Tremolet 2006; weights in the control, Farchi et al. 2023).
+    """
+    theta = theta_b + p * u
+    x = xb + b * v
+    states = [x]
+    J = 0.5 * ((v**2).sum() + (eta**2).sum() + (u**2).sum())
+    for k, o in enumerate(obs):
+        for _ in range(steps_per_cycle):
+            x = hybrid.step_with(x, theta)
+        x = x + q * eta[k]
+        states.append(x)
+        d = o.error.whiten(o.y - o.operator(x))
+        J = J + 0.5 * (d**2).sum()
+    return J, torch.stack(states), theta
+
+
+def weak4dvar_online(
+    hybrid: CorrectedModel,
+    observations: Sequence[Observation],
+    first: Tensor,
+    *,
+    lag: int = 4,
+    steps_per_cycle: int = 1,
+    b: float = 0.3,
+    q: float = 0.05,
+    p: float = 0.05,
+    theta0: Tensor | None = None,
+    max_iter: int = 60,
+) -> OnlineVarResult:
+    """Online weak-constraint 4D-Var over consecutive windows of ``lag`` cycles, weights in the control.
+
+    Control of window w: the initial state, the model-error forcings of its
+    cycles and the weights theta of the hybrid's parametric net
+    (``hybrid.net.apply_weights``), preconditioned by their std-devs.
+    Background: x_b = the previous window's last analysis (state of the
+    first cycle of the window, which is the last cycle of the previous one),
+    theta_b = the previous weights (``theta0`` or the net's own at start);
+    ``b``, ``q``, ``p`` are the background, model-error and weight-update
+    standard deviations (diagonal covariances). ``p`` plays the role of the
+    parameter inflation: it bounds the weight change per window. Minimised
+    with L-BFGS (strong Wolfe line search, at most ``max_iter`` iterations).
+    Returns the window-end analyses and the weights after each window.
+    """
+    if isinstance(lag, bool) or int(lag) != lag or lag < 1:
+        raise ValueError(f"weak4dvar_online: lag must be an integer >= 1, got {lag}")
+    for name, v in (("b", b), ("q", q), ("p", p)):
+        if not (math.isfinite(float(v)) and float(v) > 0):
+            raise ValueError(f"weak4dvar_online: {name} must be a finite number > 0, got {v}")
+    if not callable(getattr(hybrid.net, "apply_weights", None)):
+        raise ValueError("weak4dvar_online: the hybrid's net needs apply_weights(theta, z), e.g. PolyConv")  # noqa: TRY004
+    dtype = first.dtype
+    theta_b = (theta0 if theta0 is not None else hybrid.net.theta).detach().to(dtype).clone()
+    xb = first.detach().clone()
+    analyses, thetas, costs = [xb.clone()], [theta_b.clone()], []
+    K = len(observations)
+    for a in range(0, K - lag + 1, lag):
+        obs = [o.valid() for o in observations[a : a + lag]]
+        v = torch.zeros_like(xb, requires_grad=True)
+        eta = torch.zeros(lag, xb.shape[-1], dtype=dtype, requires_grad=True)
+        u = torch.zeros_like(theta_b, requires_grad=True)
+        opt = torch.optim.LBFGS([v, eta, u], max_iter=max_iter, line_search_fn="strong_wolfe")
+
+        def closure(opt=opt, v=v, eta=eta, u=u, xb=xb, theta_b=theta_b, obs=obs) -> Tensor:
+            opt.zero_grad()
+            J = _window_cost(hybrid, v, eta, u, xb, theta_b, obs, steps_per_cycle, b, q, p)[0]
+            J.backward()
+            return J
+
+        opt.step(closure)
+        with torch.no_grad():
+            J, xs, theta = _window_cost(hybrid, v, eta, u, xb, theta_b, obs, steps_per_cycle, b, q, p)
+        costs.append(float(J))
+        theta_b = theta.detach().clone()
+        xb = xs[-1].detach().clone()
+        analyses.append(xb.clone())
+        thetas.append(theta_b.clone())
+    return OnlineVarResult(torch.stack(analyses), torch.stack(thetas), costs)
