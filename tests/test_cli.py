@@ -70,6 +70,7 @@ def test_run_tiny_preset_writes_everything(tmp_path):
 def test_run_default_preset_with_overrides_and_seed(tmp_path):
     res = _invoke(
         "run",
+        "lorenz96/sakov2008",
         "--cycles",
         "20",
         "--seed",
@@ -190,3 +191,95 @@ def test_sweep_bad_spec(tmp_path):
     spec.write_text("methods: [etkf]\nNs: [3]\n")
     res = _invoke("sweep", str(spec))
     assert res.exit_code == 2 and "unknown key 'Ns'" in res.output and "Traceback" not in res.output
+
+
+# --- hybrida learn surrogate / hybrida run without arguments (the DA-ML demo) ---------------
+
+
+def _tiny_surrogate_yaml(tmp_path):
+    """A DA-ML experiment that runs in a few seconds (L96 n=12, a tiny CNN, 200 + 100 cycles)."""
+    data = {
+        "name": "tinycli",
+        "source": "reanalysis",
+        "experiment": {
+            "model": {"name": "lorenz96", "params": {"n": 12}},
+            "observations": {"name": "random_subset", "params": {"p": 0.5, "std": 1.0}},
+            "method": {"name": "etkf", "params": {"N": 8, "adaptive": True}},
+            "burn_in": 0.5,
+        },
+        "network": {"name": "BrajardCNN", "params": {"filters": 3, "hidden": 4}},
+        "training": {"train_cycles": 200, "epochs": 2, "batch_size": 64},
+        "evaluation": {
+            "test_cycles": 100,
+            "burn_in_cycles": 10,
+            "lead": 1.0,
+            "n_starts": 5,
+            "lyapunov_steps": 30,
+            "lyapunov_transient": 5,
+            "free_run_cycles": 50,
+        },
+    }
+    path = tmp_path / "tiny_surrogate.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_learn_surrogate_runs_a_yaml_config(tmp_path):
+    path = _tiny_surrogate_yaml(tmp_path)
+    out = tmp_path / "out"
+    res = _invoke("learn", "surrogate", str(path), "--out", str(out), "-q", "--no-plots")
+    assert res.exit_code == 0, res.output
+    for name in ("surrogate.pt", "summary.json", "table.md"):
+        assert (out / name).exists(), name
+    assert not (out / "valid_time.png").exists()
+    assert "DA rmse_a, test period" in res.output and "wrote" in res.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["source"] == "reanalysis" and summary["name"] == "tinycli"
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (("--set", "network.name=Nope"), "unknown network 'Nope'"),
+        (("--set", "training.epochs=0"), "training.epochs"),
+        (("--set", "loop.colour=red"), "unknown key 'colour'"),
+    ],
+)
+def test_learn_surrogate_bad_input_exits_2_with_one_line(tmp_path, extra, needle):
+    path = _tiny_surrogate_yaml(tmp_path)
+    res = _invoke("learn", "surrogate", str(path), *extra)
+    assert res.exit_code == 2, res.output
+    assert needle in res.output and "error:" in res.output
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_learn_surrogate_bad_yaml_and_unknown_preset(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("network: {name: BrajardCNN\n")
+    res = _invoke("learn", "surrogate", str(bad))
+    assert res.exit_code == 2 and "invalid YAML" in res.output
+    res = _invoke("learn", "surrogate", "brajard2021")
+    assert res.exit_code == 2 and "unknown surrogate preset" in res.output
+
+
+def test_learn_presets_lists_the_surrogate_experiments():
+    res = _invoke("learn", "presets")
+    assert res.exit_code == 0 and "brajard2020" in res.output and "demo" in res.output
+
+
+def test_run_without_source_is_the_da_ml_demo(tmp_path, monkeypatch):
+    import hybrida.cli
+
+    path = _tiny_surrogate_yaml(tmp_path)
+    monkeypatch.setattr(hybrida.cli, "DEMO_SOURCE", str(path))
+    monkeypatch.chdir(tmp_path)
+    res = _invoke("run", "--seed", "5", "-q")
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "runs" / "demo-tinycli-5"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seed"] == 5 and summary["training_seed"] == 5
+    assert (out / "da_rmse.png").exists() and (out / "surrogate.pt").exists()
+    assert "surrogate" in res.output and "true model" in res.output
+    # preset-run options do not apply to the demo: one clear line, exit 2
+    res = _invoke("run", "--cycles", "10")
+    assert res.exit_code == 2 and "--cycles" in res.output and "Traceback" not in res.output

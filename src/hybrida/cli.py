@@ -1,4 +1,8 @@
-"""The ``hybrida`` command: run presets or YAML experiments, list presets, run sweeps.
+"""The ``hybrida`` command: run presets or YAML experiments, list presets, run sweeps, learn surrogates.
+
+``hybrida run`` without arguments runs the DA–ML demo (classical DA on sparse
+observations → reanalysis → surrogate → DA with the surrogate); ``hybrida
+learn surrogate CONFIG`` runs any such experiment.
 
 Exit codes: 0 success (also when the filter diverged: the summary says
 ``diverged: true`` and a yellow warning line is printed), 2 bad input
@@ -33,9 +37,15 @@ app = typer.Typer(
 out_console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
-DEFAULT_PRESET = "lorenz96/sakov2008"
-#: cycles of ``hybrida run`` without arguments: a few seconds
-DEFAULT_CYCLES = 200
+#: what ``hybrida run`` without SOURCE runs: a surrogate preset (or YAML path) of hybrida.learn.pipeline
+DEMO_SOURCE = "demo"
+
+learn_app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Learned components: train and evaluate surrogate models (the DA-ML loop).",
+)
+app.add_typer(learn_app, name="learn")
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -136,22 +146,31 @@ def run(
 ) -> None:
     """Run one twin experiment; write results.nc, summary.json, config.yaml and plots.
 
-    Without SOURCE it runs lorenz96/sakov2008 for a few hundred cycles. A
-    diverged filter is reported (summary and warning) with exit code 0.
+    Without SOURCE it runs the DA-ML demo (3-5 minutes): ETKF on half of the
+    Lorenz-96 grid observed at random -> reanalysis -> CNN surrogate trained on
+    it -> ETKF with the surrogate vs with the true model; --set then takes keys
+    of `hybrida learn surrogate` configs. A diverged filter is reported
+    (summary and warning) with exit code 0.
     """
     from hybrida.experiment.runner import run_experiment
 
     set_ = set_ or []
+    if source is None:
+        if cycles is not None or resume:
+            raise _fail(
+                "--cycles/--resume apply to a preset or config run; the demo takes "
+                "--set training.train_cycles=N / --set evaluation.test_cycles=N"
+            )
+        _run_surrogate(DEMO_SOURCE, set_, seed, out, no_plots, quiet, prefix="demo")
+        return
     notes = []
     try:
-        data = read_source(source or DEFAULT_PRESET)
+        data = read_source(source)
         for o in set_:
             parts, value = parse_override(o)
             if parts == ["method", "name"]:
                 data = switch_method(data, value)
         data = apply_overrides(data, list(set_))
-        if cycles is None and source is None:
-            cycles = DEFAULT_CYCLES
         if cycles is not None:
             data["cycles"] = cycles
             if not any(o.split("=", 1)[0].strip() == "burn_in" for o in set_):
@@ -210,6 +229,109 @@ def presets() -> None:
     table.add_column("description")
     for name, desc in list_presets():
         table.add_row(name, desc)
+    out_console.print(table)
+
+
+def _surrogate_table(summary: dict[str, Any], title: str) -> Table:
+    from hybrida.learn.pipeline import summary_rows
+
+    table = Table(title=title, show_header=True, header_style="bold")
+    table.add_column("quantity")
+    table.add_column("surrogate", justify="right")
+    table.add_column("true model", justify="right")
+    for row in summary_rows(summary):
+        table.add_row(*row)
+    return table
+
+
+def _run_surrogate(
+    source: str,
+    set_: list[str],
+    seed: int | None,
+    out: Path | None,
+    no_plots: bool,
+    quiet: bool,
+    prefix: str = "surrogate",
+) -> None:
+    """Validate, run and report one DA-ML experiment of :mod:`hybrida.learn.pipeline`."""
+    import time
+
+    from hybrida.learn.pipeline import load_surrogate_config, run_surrogate_experiment
+
+    overrides = list(set_)
+    if seed is not None:
+        overrides += [f"experiment.seed={seed}", f"training.seed={seed}"]
+    try:
+        config = load_surrogate_config(source, overrides)
+    except ConfigError as err:
+        raise _fail(str(err)) from None
+    exp_seed = config.twin_config().seed
+    name = config.name if config.name.startswith(prefix) else f"{prefix}-{config.name}"
+    out_dir = out or Path("runs") / f"{_sanitise(name)}-{exp_seed}"
+    t0 = time.perf_counter()
+
+    def say(message: str) -> None:
+        if not quiet:
+            err_console.print(
+                f"[dim]{time.perf_counter() - t0:6.1f} s[/]  {message}", soft_wrap=True
+            )
+
+    try:
+        summary = run_surrogate_experiment(
+            config, out_dir, progress=say if not quiet else False, plots=not no_plots
+        )
+    except ConfigError as err:
+        raise _fail(str(err)) from None
+    title = f"{config.name}: surrogate ({config.source}) vs true model"
+    out_console.print(_surrogate_table(summary, title))
+    if summary.get("surrogate_da_diverged_at") is not None:
+        err_console.print(
+            f"[bold yellow]warning:[/] DA with the surrogate diverged at test cycle "
+            f"{summary['surrogate_da_diverged_at']}",
+            soft_wrap=True,
+        )
+    out_console.print(f"wrote {out_dir}/: " + ", ".join(summary.get("files", [])), soft_wrap=True)
+
+
+@learn_app.command("surrogate")
+def learn_surrogate(
+    source: Annotated[
+        str,
+        typer.Argument(help="surrogate preset (see `hybrida learn presets`) or config YAML path"),
+    ],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", "-s", help="override KEY=VALUE (dotted keys, YAML values); repeatable"
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="seed of the twin and of the training")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="output folder (default runs/surrogate-<name>-<seed>)"),
+    ] = None,
+    no_plots: Annotated[bool, typer.Option("--no-plots", help="skip the PNG figures")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress display")] = False,
+) -> None:
+    """Train a surrogate on truth / reanalysis / the DA-ML loop and compare it with the true model.
+
+    Writes surrogate.pt, summary.json, table.md, config.yaml and plots.
+    """
+    _run_surrogate(source, set_ or [], seed, out, no_plots, quiet)
+
+
+@learn_app.command("presets")
+def learn_presets() -> None:
+    """List the built-in surrogate experiments."""
+    from hybrida.learn.pipeline import DESCRIPTIONS, PRESETS
+
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("preset")
+    table.add_column("description")
+    for name in PRESETS:
+        table.add_row(name, DESCRIPTIONS.get(name, ""))
     out_console.print(table)
 
 
