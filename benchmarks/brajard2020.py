@@ -6,10 +6,10 @@ a fraction ``p`` of the grid is observed with sigma_o = 1. For each density:
 * ``reanalysis``: an ETKF with the true model assimilates the observations of
   the training period; a BrajardCNN (RK4 of a learned tendency) is trained on
   the analysis means;
-* ``loop`` (``--loop``): Brajard's iterative scheme without any physical
+* ``loop`` (``--sources loop``): Brajard's iterative scheme without any physical
   model (:func:`hybrida.learn.loop.da_ml_loop`, from observations
   interpolated in space);
-* ``truth`` (``--truth``): trained on the true trajectory, the upper bound.
+* ``truth`` (``--sources truth``): trained on the true trajectory, the upper bound.
 
 Skill: forecasts from true states of an independent test period, normalised
 RMSE (by the climatological std) averaged over starts; the valid time is the
@@ -98,7 +98,8 @@ def run_density(p: float, args, sources: list[str]) -> list[dict]:
             res = da_ml_loop(
                 lambda a: SurrogateModel.from_trajectory(BrajardCNN(seed=args.seed), a, dt=model.dt),
                 make_method, obs_train, 40, truth=truth_train, max_iterations=args.iterations,
-                patience=1, burn_in=50, fit_kwargs=fit_kw, seed=args.seed,
+                patience=args.patience, burn_in=50, fit_kwargs=fit_kw, seed=args.seed,
+                interpolate=args.interpolate,
             )
             sur = res.surrogate
             info["train_rmse"] = res.steps[res.best_iteration].rmse_a
@@ -150,7 +151,7 @@ def table(rows: list[dict], args) -> str:
     cmd = "python benchmarks/brajard2020.py " + " ".join(
         f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
         for k, v in vars(args).items()
-        if k not in ("truth", "loop") and v is not None
+        if v is not None
     )
     notes = (
         f"\n\nL96 n=40, F=8, dt=0.05, a new random subset of p·40 variables observed each step, "
@@ -173,18 +174,22 @@ def main() -> None:
     ap.add_argument("--rollout", type=int, default=2)
     ap.add_argument("--time-limit", type=float, default=240.0)
     ap.add_argument("--iterations", type=int, default=4)
+    ap.add_argument("--patience", type=int, default=2, help="loop: iterations without improvement")
+    ap.add_argument("--interpolate", default="time", choices=["time", "space"], help="loop: first guess")
     ap.add_argument("--lead", type=int, default=200)
     ap.add_argument("--starts", type=int, default=60)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--truth", action="store_true", help="also train on the true trajectory")
-    ap.add_argument("--loop", action="store_true", help="also run the model-free DA-ML loop")
+    ap.add_argument(
+        "--sources", nargs="+", default=["reanalysis"], choices=["reanalysis", "loop", "truth"],
+        help="training sources to run for every density",
+    )
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
+    ap.add_argument("--previous", type=Path, default=None, help="rows (JSON) of an earlier run to show first")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    sources = ["reanalysis"] + (["loop"] if args.loop else []) + (["truth"] if args.truth else [])
-    rows = []
+    rows = json.loads(args.previous.read_text()) if args.previous else []
     for p in args.densities:
-        rows.extend(run_density(p, args, sources))
+        rows.extend(run_density(p, args, args.sources))
     body = table(rows, args)
     print(body)
     if args.json:

@@ -47,6 +47,21 @@ def test_interpolation_is_exact_at_observed_points_and_linear_between(twin):
     torch.testing.assert_close(gap[inside], 2.0 * torch.arange(20.0, dtype=torch.float64)[inside])
 
 
+def test_time_interpolation_is_exact_at_observations_and_beats_space(twin):
+    _, tw = twin
+    along_time = interpolate_observations(tw.observations, 20, along="time")
+    along_space = interpolate_observations(tw.observations, 20, along="space")
+    for k in (0, 57, 119):
+        obs = tw.observations[k]
+        torch.testing.assert_close(along_time[k, obs.locations.long()], obs.y)
+    truth = tw.truth[1:]
+    err_t = float(((along_time - truth) ** 2).mean().sqrt())
+    err_s = float(((along_space - truth) ** 2).mean().sqrt())
+    assert err_t < 0.6 * err_s
+    with pytest.raises(ValueError, match="along"):
+        interpolate_observations(tw.observations, 20, along="diagonal")
+
+
 def test_observation_score_prefers_the_true_model(twin):
     model, tw = twin
     good = observation_score(model, tw.truth, tw.observations, lead=10)

@@ -49,32 +49,49 @@ class Reanalysis:
     diverged_at: int | None = None
 
 
-def interpolate_observations(observations: Sequence[Observation], n: int) -> Tensor:
-    """Each cycle's valid observations linearly interpolated on the periodic grid 0..n-1, ``(K, n)``.
+def interpolate_observations(observations: Sequence[Observation], n: int, along: str = "space") -> Tensor:
+    """Point observations linearly interpolated to every variable and cycle, ``(K, n)``: a first guess.
 
     Needs point observations with ``locations`` (grid-index units) and
     identity-like operators (y_i = x at location i), as the random-subset
-    network of Brajard et al. (2020). A cycle without observations repeats
-    the previous row (zeros at the start).
+    network of Brajard et al. (2020). ``along="space"``: each cycle's
+    observations interpolated on the periodic grid 0..n-1 (a cycle without
+    observations repeats the previous row). ``along="time"``: each variable's
+    observations interpolated between the cycles that observe it (constant
+    before the first and after the last) — much closer to the truth when the
+    observed subset changes every cycle and the field has short spatial
+    correlations, as Lorenz-96 has.
     """
-    grid = np.arange(n, dtype=float)
-    rows: list[np.ndarray] = []
+    if along not in ("space", "time"):
+        raise ValueError(f"interpolate_observations: along must be 'space' or 'time', got {along!r}")
+    K = len(observations)
+    values = np.full((K, n), np.nan)
     for k, obs in enumerate(observations):
         obs = obs.valid()
         if obs.locations is None:
-            raise ValueError(
-                f"interpolate_observations: observations of cycle {k + 1} have no locations"
-            )
-        if obs.p == 0:
-            rows.append(rows[-1].copy() if rows else np.zeros(n))
-            continue
-        loc = obs.locations.detach().cpu().double().numpy()
-        y = obs.y.detach().cpu().double().numpy()
-        rows.append(np.interp(grid, loc, y, period=n))
+            raise ValueError(f"interpolate_observations: observations of cycle {k + 1} have no locations")
+        if obs.p:
+            idx = np.rint(obs.locations.detach().cpu().double().numpy()).astype(int) % n
+            values[k, idx] = obs.y.detach().cpu().double().numpy()
+    if along == "space":
+        grid = np.arange(n, dtype=float)
+        rows: list[np.ndarray] = []
+        for k in range(K):
+            seen = np.isfinite(values[k])
+            if not seen.any():
+                rows.append(rows[-1].copy() if rows else np.zeros(n))
+                continue
+            rows.append(np.interp(grid, grid[seen], values[k, seen], period=n))
+        out = np.stack(rows)
+    else:
+        times = np.arange(K, dtype=float)
+        out = np.zeros((K, n))
+        for i in range(n):
+            seen = np.isfinite(values[:, i])
+            if seen.any():
+                out[:, i] = np.interp(times, times[seen], values[seen, i])
     ref = observations[0].y
-    return torch.as_tensor(
-        np.stack(rows), dtype=ref.dtype if ref.is_floating_point() else torch.float64
-    )
+    return torch.as_tensor(out, dtype=ref.dtype if ref.is_floating_point() else torch.float64)
 
 
 def observation_mask(observations: Sequence[Observation], n: int) -> Tensor:
@@ -185,6 +202,7 @@ def da_ml_loop(
     n: int,
     *,
     first_guess: Tensor | None = None,
+    interpolate: str = "time",
     truth: Tensor | None = None,
     max_iterations: int = 5,
     patience: int = 1,
@@ -198,7 +216,8 @@ def da_ml_loop(
     """Alternate training on analyses and assimilation with the trained surrogate (Brajard et al. 2020).
 
     Iteration 0 trains on ``first_guess`` (``(K + 1, n)``; default: the
-    observations interpolated in space, with the loss restricted to observed
+    observations interpolated ``interpolate="time"`` or ``"space"`` by
+    :func:`interpolate_observations`, with the loss restricted to observed
     entries) and later iterations on the previous analyses, warm-starting from
     the previous weights. The last ``valid_fraction`` of the cycles is held out:
     early stopping of each fit and the loop's :func:`observation_score`
@@ -218,7 +237,7 @@ def da_ml_loop(
     cut = K + 1 - max(2, round(valid_fraction * (K + 1)))
     weights = None
     if first_guess is None:
-        first_guess = interpolate_observations(observations, n)
+        first_guess = interpolate_observations(observations, n, along=interpolate)
         first_guess = torch.cat((first_guess[:1], first_guess))  # row 0: no observation at t=0
         mask = observation_mask(observations, n)
         weights = torch.cat((mask[:1], mask))
