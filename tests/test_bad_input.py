@@ -26,6 +26,7 @@ METHOD_PARAMS = {
     "climatology": {},
     "augmented": {"estimate": {"F": [8.0, 0.5]}, "inner_params": {"N": 10}},
     "ienks": {"N": 10, "lag": 2},
+    "4dvar": {"xB": 0.1, "lag": 2},
     "envar": {"N": 10, "xB": 0.1, "beta": 0.5, "loc_rad": 3.0},
     "envar4d": {"N": 10, "xB": 0.1, "beta": 0.5, "loc_rad": 3.0, "lag": 2},
     "pf": {"N": 50, "reg": 1.0, "NER": 0.5},

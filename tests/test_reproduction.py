@@ -23,6 +23,7 @@ SHORT = {
     "ks/bocquet2019": (300, 50.0, 4_000),
     "lorenz96/wilks05": (300, 3.0, 5_000),
     "lorenz96/model_error": (500, 5.0, 2_000),
+    "lorenz96/bocquet2013": (100, 4.0, 2_000),
 }
 SEEDS = (1, 2, 3)
 LOOSE = 2.5

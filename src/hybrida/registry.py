@@ -24,6 +24,7 @@ METHODS: dict[str, str] = {
     "oi": "hybrida.assimilation.variational.oi:OptimalInterpolation",
     "ekf": "hybrida.assimilation.variational.ekf:EKF",
     "climatology": "hybrida.assimilation.variational.climatology:Climatology",
+    "4dvar": "hybrida.assimilation.variational.fourdvar:FourDVar",
     "envar": "hybrida.assimilation.variational.envar:HybridEnVar",
     "envar4d": "hybrida.assimilation.variational.envar4d:HybridEnVar4D",
     "augmented": "hybrida.assimilation.ensemble.augmented:AugmentedEnsemble",

@@ -166,6 +166,11 @@ TUNED: dict[str, dict[str, dict[str, Any]]] = {
     "lorenz96/model_error": {
         "etkf": {"N": 40, "adaptive": True},  # ~0.20
     },
+    "lorenz96/bocquet2013": {
+        "etkf": {"N": 20, "infl": 1.15},
+        "4dvar": {"lag": 4, "xB": 0.02, "B": "identity"},  # 0.37 (lag 1, xB 0.2: 0.46; lag 2, xB 0.1: 0.39)
+        "ienks": {"N": 20, "lag": 4, "infl": 1.1, "rot": True},
+    },
     "ks/bocquet2019": {
         "climatology": {},  # 1.3
         "oi": {},  # 0.5

@@ -63,6 +63,7 @@ _L63 = "Sakov, Oliver & Bertino 2012 setup (DAPPER sakov2012)"
 _L96 = "Sakov & Oke 2008 setup (DAPPER sakov2008)"
 _KS = "Bocquet, Raanes & Hannart 2019 setup (DAPPER bocquet2019)"
 _UV = "Wilks 2005 setup (DAPPER wilks05)"
+_B13 = "Bocquet & Sakov 2013 via DAPPER sakov2008 comments (dto=0.2, B = xB I)"
 _ME = "Bocquet–Brajard model-error setup (cubic-term truth calibrated by us, see presets)"
 
 ROWS: list[ReferenceRow] = [
@@ -85,6 +86,9 @@ ROWS: list[ReferenceRow] = [
     ReferenceRow("lorenz96/sakov2008", "letkf", {"N": 7, "infl": 1.04, "loc_rad": 4.0}, 0.22, _L96),
     ReferenceRow("lorenz96/sakov2008", "letkf", {"N": 10, "infl": 1.02, "loc_rad": 4.0}, 0.21, _L96),
     ReferenceRow("lorenz96/sakov2008", "ienks", {"N": 40, "infl": 1.01, "rot": True}, 0.17, _L96, short_cycles=300),
+    ReferenceRow("lorenz96/bocquet2013", "4dvar", {"lag": 1, "xB": 0.2, "B": "identity"}, 0.46, _B13),
+    ReferenceRow("lorenz96/bocquet2013", "4dvar", {"lag": 2, "xB": 0.1, "B": "identity"}, 0.39, _B13),
+    ReferenceRow("lorenz96/bocquet2013", "4dvar", {"lag": 4, "xB": 0.02, "B": "identity"}, 0.37, _B13),
     ReferenceRow("ks/bocquet2019", "letkf", {"N": 4, "infl": 1.11, "loc_rad": 15 / 1.82}, 0.18, _KS),
     ReferenceRow("ks/bocquet2019", "letkf", {"N": 6, "infl": 1.06, "loc_rad": 25 / 1.82}, 0.14, _KS),
     ReferenceRow("ks/bocquet2019", "letkf", {"N": 16, "infl": 1.02, "loc_rad": 51 / 1.82}, 0.11, _KS),

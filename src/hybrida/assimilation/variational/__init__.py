@@ -1,4 +1,4 @@
-"""Classical and variational analyses: 3D-Var, hybrid 3D/4D-EnVar, optimal interpolation, EKF, climatology."""
+"""Classical and variational analyses: 3D-Var, 4D-Var, hybrid 3D/4D-EnVar, optimal interpolation, EKF, climatology."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from hybrida.assimilation.variational.climatology import Climatology
 from hybrida.assimilation.variational.ekf import EKF
 from hybrida.assimilation.variational.envar import HybridEnVar
 from hybrida.assimilation.variational.envar4d import HybridEnVar4D
+from hybrida.assimilation.variational.fourdvar import FourDVar
 from hybrida.assimilation.variational.oi import OptimalInterpolation
 from hybrida.assimilation.variational.threedvar import ThreeDVar
 
-__all__ = ["EKF", "Climatology", "HybridEnVar", "HybridEnVar4D", "OptimalInterpolation", "ThreeDVar"]
+__all__ = ["EKF", "Climatology", "FourDVar", "HybridEnVar", "HybridEnVar4D", "OptimalInterpolation", "ThreeDVar"]

@@ -7,7 +7,9 @@ Pure functions acting on a flat control vector ``v``; reusable by 3D-Var,
 
 with ``r`` the whitened innovation residual, e.g. r(v) = R^{-1/2}(y - H(xb + B^{1/2} v))
 (control-variable transform, Bannister 2008). Jacobian products come from
-``torch.func.jvp``/``torch.func.vjp``, so any differentiable ``r`` works.
+autodiff (``torch.func``), so any differentiable ``r`` works; :func:`linearize`
+offers a dense Jacobian (small control spaces) or matrix-free products whose
+tangent-linear is a reverse-over-reverse pass (cheaper on CPU than ``jvp``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,15 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-__all__ = ["CGResult", "GNResult", "conjugate_gradient", "gauss_newton", "regularised_cost"]
+__all__ = [
+    "CGResult",
+    "GNResult",
+    "Linearization",
+    "conjugate_gradient",
+    "gauss_newton",
+    "linearize",
+    "regularised_cost",
+]
 
 MatVec = Callable[[Tensor], Tensor]
 
@@ -84,6 +94,64 @@ def regularised_cost(residual: Callable[[Tensor], Tensor], v: Tensor) -> Tensor:
 
 
 @dataclass
+class Linearization:
+    """A residual linearised at a point: its value r, tangent-linear w -> G w and adjoint u -> G^T u.
+
+    ``matrix`` is the Jacobian G (m, n) when it was formed (dense mode), else None.
+    """
+
+    r: Tensor
+    tl: MatVec
+    adj: MatVec
+    matrix: Tensor | None = None
+
+
+#: modes of :func:`linearize`
+LINEARIZE_MODES = ("jvp", "matrix_free", "forward", "reverse")
+
+
+def linearize(residual: Callable[[Tensor], Tensor], v: Tensor, mode: str = "matrix_free") -> Linearization:
+    """Linearise ``residual`` at ``v`` by autodiff: r(v), and the products with G = dr/dv.
+
+    Modes:
+
+    * ``"jvp"``: TL by forward-mode ``torch.func.jvp`` (re-runs the model each product);
+    * ``"matrix_free"``: TL as the reverse pass of the (linear) adjoint map u -> G^T u
+      ("double vjp"): one extra reverse pass when linearising, then each TL product
+      costs about one adjoint, several times cheaper than ``jvp`` for RK4 models on CPU;
+    * ``"forward"`` / ``"reverse"``: form G (m, n) once with ``jacfwd`` / ``jacrev``
+      (batched passes); products are then matrix products. Best when min(m, n) is small.
+    """
+    if mode not in LINEARIZE_MODES:
+        raise ValueError(f"linearize: mode must be one of {', '.join(LINEARIZE_MODES)}, got {mode!r}")
+    if mode in ("forward", "reverse"):
+        jac = torch.func.jacfwd if mode == "forward" else torch.func.jacrev
+
+        def with_value(z: Tensor) -> tuple[Tensor, Tensor]:
+            r = residual(z)
+            return r, r
+
+        G, r = jac(with_value, has_aux=True)(v)
+        G = G.reshape(r.numel(), v.numel())
+        return Linearization(r.detach(), lambda w: G @ w, lambda u: u @ G, G)
+    r, vjp_fn = torch.func.vjp(residual, v)
+    r = r.detach()
+
+    def adj(u: Tensor) -> Tensor:
+        return vjp_fn(u)[0]
+
+    if mode == "jvp":
+
+        def tl(w: Tensor) -> Tensor:
+            return torch.func.jvp(residual, (v,), (w,))[1]
+
+        return Linearization(r, tl, adj)
+    # G^T u is linear in u, so its vjp at any u (here 0) with cotangent w is G w
+    _, tl_fn = torch.func.vjp(adj, torch.zeros_like(r))
+    return Linearization(r, lambda w: tl_fn(w)[0], adj)
+
+
+@dataclass
 class GNResult:
     """Minimiser of J(v) = 1/2 |v|^2 + 1/2 |r(v)|^2 with its history."""
 
@@ -96,6 +164,10 @@ class GNResult:
     n_outer: int
     n_inner: int
     converged: bool
+    #: |grad J| at each outer iterate (the points of ``costs``)
+    grad_norms: list[float] = field(default_factory=list)
+    #: the linearisation at the final iterate (value, TL, adjoint, maybe the Jacobian)
+    linearization: Linearization | None = None
 
 
 def gauss_newton(
@@ -106,6 +178,7 @@ def gauss_newton(
     tol: float = 1e-10,
     max_halvings: int = 20,
     jacobian: Tensor | None = None,
+    linearizer: Callable[[Tensor], Linearization] | None = None,
 ) -> GNResult:
     """Minimise 1/2 |v|^2 + 1/2 |r(v)|^2 by Gauss–Newton with CG inner loops (incremental Var).
 
@@ -116,7 +189,9 @@ def gauss_newton(
     |grad J| <= tol * max(1, |grad J(v0)|). When r is affine its constant
     Jacobian may be given as ``jacobian`` (m, n): the Jacobian products are
     then matrix products instead of autodiff passes (much cheaper for small
-    systems).
+    systems). Otherwise ``linearizer(v)`` (e.g. ``lambda v: linearize(residual, v,
+    "forward")``) supplies the linearisation at each outer iterate; by default
+    TL products use ``torch.func.jvp`` and adjoints ``torch.func.vjp``.
     """
     v = v0.clone()
     costs: list[float] = []
@@ -126,29 +201,24 @@ def gauss_newton(
     gnorm = float("inf")
     converged = False
     k = 0
+    grad_norms: list[float] = []
+    lin: Linearization | None = None
     for k in range(max_outer + 1):
-        if jacobian is None:
-            r, vjp_fn = torch.func.vjp(residual, v)
-
-            def tl(w: Tensor, v: Tensor = v) -> Tensor:
-                return torch.func.jvp(residual, (v,), (w,))[1]
-
-            def adj(u: Tensor, vjp_fn=vjp_fn) -> Tensor:
-                return vjp_fn(u)[0]
+        if linearizer is not None:
+            lin = linearizer(v)
+        elif jacobian is None:
+            lin = linearize(residual, v, "jvp")
         else:
-            r = residual(v)
-
-            def tl(w: Tensor) -> Tensor:
-                return jacobian @ w
-
-            def adj(u: Tensor) -> Tensor:
-                return u @ jacobian
+            G = jacobian
+            lin = Linearization(residual(v), lambda w, G=G: G @ w, lambda u, G=G: u @ G, G)
+        r, tl, adj = lin.r, lin.tl, lin.adj
 
         cost = 0.5 * float((v * v).sum() + (r * r).sum())
         if not costs:
             costs.append(cost)
         grad = v + adj(r)
         gnorm = float(torch.linalg.vector_norm(grad))
+        grad_norms.append(gnorm)
         g0 = gnorm if g0 is None else g0
         if gnorm <= tol * max(1.0, g0):
             converged = True
@@ -173,4 +243,4 @@ def gauss_newton(
             break  # no decrease along the GN direction: at the minimum to rounding
         v = v_new
         costs.append(cost_new)
-    return GNResult(v, costs, inner_costs, gnorm, k, n_inner, converged)
+    return GNResult(v, costs, inner_costs, gnorm, k, n_inner, converged, grad_norms, lin)
