@@ -89,7 +89,7 @@ def run_density(p: float, args, sources: list[str]) -> list[dict]:
     )
     for source in sources:
         t0 = time.perf_counter()
-        info: dict = {"p": p, "source": source}
+        info: dict = {"p": p, "source": source, "train_cycles": args.train}
         fit_kw = {
             "epochs": args.epochs, "rollout": args.rollout, "batch_size": 128, "lr": 2e-3,
             "lr_schedule": "plateau", "patience": 6, "time_limit_s": args.time_limit, "progress": False,
@@ -136,26 +136,30 @@ def run_density(p: float, args, sources: list[str]) -> list[dict]:
 
 def table(rows: list[dict], args) -> str:
     head = (
-        "| obs density p | trained on | rmse of training states | valid time (LT, thr 0.5) | "
+        "| obs density p | trained on | training cycles | rmse of training states | valid time (LT, thr 0.5) | "
         "valid time (LT, thr 0.3) | nRMSE lead 1 | λ1 surrogate | DA rmse_a surrogate / true model | train s |\n"
-        "|---|---|---|---|---|---|---|---|---|\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for r in rows:
         lines.append(
-            f"| {r['p']:.2f} | {r['source']} | {r['train_rmse']:.3f} | {r['valid_lt_0.5']:.2f} | "
+            f"| {r['p']:.2f} | {r['source']} | {r.get('train_cycles', '-')} | {r['train_rmse']:.3f} | {r['valid_lt_0.5']:.2f} | "
             f"{r['valid_lt_0.3']:.2f} | {r['nrmse_lead1']:.4f} | {r['lyapunov']:.2f} | "
             f"{r['da_rmse_surrogate']:.3f} / {r['da_rmse_true_model']:.3f} ({r['da_ratio']:.2f}x) | "
             f"{r['train_s']:.0f} |"
         )
+    def flag(k: str, v: object) -> str:
+        name = "--" + k.replace("_", "-")
+        if v is True:
+            return name
+        return f"{name} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+
     cmd = "python benchmarks/brajard2020.py " + " ".join(
-        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-        for k, v in vars(args).items()
-        if v is not None
+        flag(k, v) for k, v in vars(args).items() if v is not None and v is not False
     )
     notes = (
         f"\n\nL96 n=40, F=8, dt=0.05, a new random subset of p·40 variables observed each step, "
-        f"σo=1; {args.train} training + {args.valid} validation cycles, BrajardCNN (RK4 of a learned "
+        f"σo=1; training cycles as listed, + {args.valid} validation cycles, BrajardCNN (RK4 of a learned "
         f"tendency), rollout {args.rollout}, at most {args.epochs} epochs / {args.time_limit} s per fit; "
         f"DA = ETKF N=30 with adaptive inflation. Skill from {args.starts} true test states; "
         f"1 LT = 1/{L96_LEADING_LYAPUNOV} time units (true λ1 ≈ 1.68–1.74). "
@@ -185,10 +189,11 @@ def main() -> None:
     )
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     ap.add_argument("--previous", type=Path, default=None, help="rows (JSON) of an earlier run to show first")
+    ap.add_argument("--render-only", action="store_true", help="only write the table of --previous rows")
     args = ap.parse_args()
     torch.set_num_threads(1)
     rows = json.loads(args.previous.read_text()) if args.previous else []
-    for p in args.densities:
+    for p in [] if args.render_only else args.densities:
         rows.extend(run_density(p, args, args.sources))
     body = table(rows, args)
     print(body)
