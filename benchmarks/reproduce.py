@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Command: `.venv/bin/python benchmarks/reproduce.py --seeds {' '.join(map(str, args.seeds))}"
         + (f" --cycles {args.cycles}" if args.cycles else "")
-        + ("".join(f" --only '{o}'" for o in args.only))
+        + ((" --only " + " ".join(f"'{o}'" for o in args.only)) if args.only else "")
         + (f" --section {args.section}" if args.section else "")
         + "`"
         + f" ({platform.processor() or platform.machine()}, {args.workers} workers, {wall:.0f} s in all).",
