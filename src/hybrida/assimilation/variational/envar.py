@@ -28,11 +28,12 @@ from hybrida.assimilation.ensemble.base import observed_anomalies
 from hybrida.assimilation.ensemble.etkf import etkf_transform
 from hybrida.assimilation.ensemble.letkf import LETKF
 from hybrida.assimilation.variational.climatology import check_climatology, check_positive, psd_sqrt
+from hybrida.assimilation.variational.dfs import dfs_from_jacobian
 from hybrida.assimilation.variational.hybridcov import HybridControl, localization_sqrt
 from hybrida.assimilation.variational.minimize import conjugate_gradient, regularised_cost
 from hybrida.observations.base import Observation
 
-__all__ = ["HybridEnVar", "VarResult", "check_envar_params", "minimise", "whitened_dfs"]
+__all__ = ["HybridEnVar", "VarResult", "check_envar_params", "minimise"]
 
 #: accepted values of ``perturbations``
 PERTURBATIONS = ("etkf", "letkf")
@@ -127,17 +128,6 @@ def minimise(
             break  # no decrease along the GN direction: at the minimum to rounding
         c = c_new
     return out
-
-
-def whitened_dfs(G: Tensor) -> float:
-    """Degrees of freedom for signal tr(HK) = tr(G G^T (I + G G^T)^{-1}), G = R^{-1/2} H U (p, m).
-
-    With B = U U^T, K = B H^T (H B H^T + R)^{-1}, so tr(HK) = sum λ/(1+λ) over
-    the eigenvalues λ of G G^T (Cardinali et al. 2004).
-    """
-    M = G @ G.mT if G.shape[0] <= G.shape[1] else G.mT @ G
-    lam = torch.linalg.eigvalsh(M.double()).clamp_min(0)
-    return float((lam / (1.0 + lam)).sum())
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
@@ -289,7 +279,7 @@ class HybridEnVar(AssimilationMethod):
             if p * c.numel() > DFS_MAX_ENTRIES:
                 return math.nan
             jac = torch.func.jacrev(residual)(c)  # linearised at the analysis
-        return whitened_dfs(jac)
+        return dfs_from_jacobian(jac)  # tr(HK) = sum s^2/(1+s^2), Cardinali et al. 2004
 
     def _record(self, res: VarResult, p: int, dfs: float) -> None:
         self._diag = {
