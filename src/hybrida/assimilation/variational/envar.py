@@ -30,7 +30,7 @@ from hybrida.assimilation.ensemble.letkf import LETKF
 from hybrida.assimilation.variational.climatology import check_climatology, check_positive, psd_sqrt
 from hybrida.assimilation.variational.dfs import dfs_from_jacobian
 from hybrida.assimilation.variational.hybridcov import HybridControl, localization_sqrt
-from hybrida.assimilation.variational.minimize import conjugate_gradient, regularised_cost
+from hybrida.assimilation.variational.minimize import gauss_newton
 from hybrida.observations.base import Observation
 
 __all__ = ["HybridEnVar", "VarResult", "check_envar_params", "minimise"]
@@ -62,72 +62,18 @@ def minimise(
     max_outer: int = 10,
     max_inner: int = 100,
     tol: float = 1e-10,
-    max_halvings: int = 20,
 ) -> VarResult:
-    """Minimise 1/2 |c|^2 + 1/2 |r(c)|^2 by Gauss–Newton + CG, recording every inner iteration.
+    """Minimise 1/2 |c|^2 + 1/2 |r(c)|^2 by Gauss–Newton + CG, keeping every inner iteration.
 
-    The same incremental scheme as
     :func:`~hybrida.assimilation.variational.minimize.gauss_newton`
-    (Courtier et al. 1994): outer loop k solves (I + J_k^T J_k) dc = -grad J
-    by :func:`~hybrida.assimilation.variational.minimize.conjugate_gradient`
-    and backtracks until J decreases; here the cost and gradient norm after
-    each CG iteration are kept as well. ``jacobian`` (constant, affine r)
-    replaces the autodiff products by matrix products.
+    (Courtier et al. 1994) with its per-CG-iteration history as the result's
+    ``cost_per_iteration`` / ``grad_norm_per_iteration``. ``jacobian``
+    (constant, affine r) replaces the autodiff products by matrix products.
     """
-    c = c0.clone()
-    out = VarResult(c)
-    g0 = None
-    for k in range(max_outer + 1):
-        if jacobian is None:
-            r, vjp_fn = torch.func.vjp(residual, c)
-
-            def tl(w: Tensor, c: Tensor = c) -> Tensor:
-                return torch.func.jvp(residual, (c,), (w,))[1]
-
-            def adj(u: Tensor, vjp_fn=vjp_fn) -> Tensor:
-                return vjp_fn(u)[0]
-        else:
-            r = residual(c)
-
-            def tl(w: Tensor) -> Tensor:
-                return jacobian @ w
-
-            def adj(u: Tensor) -> Tensor:
-                return u @ jacobian
-
-        cost = 0.5 * float((c * c).sum() + (r * r).sum())
-        grad = c + adj(r)
-        gnorm = float(torch.linalg.vector_norm(grad))
-        if k == 0:
-            out.cost_per_iteration.append(cost)
-            out.grad_norm_per_iteration.append(gnorm)
-        else:  # the last inner iterate becomes the accepted outer iterate: record its true values
-            out.cost_per_iteration[-1] = cost
-            out.grad_norm_per_iteration[-1] = gnorm
-        out.c, out.grad_norm, out.n_outer = c, gnorm, k
-        g0 = gnorm if g0 is None else g0
-        if gnorm <= tol * max(1.0, g0) or k == max_outer:
-            break
-
-        def hess(w: Tensor, tl=tl, adj=adj) -> Tensor:
-            return w + adj(tl(w))
-
-        cg = conjugate_gradient(hess, -grad, max_iter=max_inner, tol=tol)
-        out.n_inner += cg.n_iter
-        out.cost_per_iteration.extend(cost + e for e in cg.energies[1:])
-        out.grad_norm_per_iteration.extend(cg.residual_norms[1:])
-        if cg.n_iter == 0:
-            break
-        step = 1.0
-        for _ in range(max_halvings + 1):
-            c_new = c + step * cg.x
-            if float(regularised_cost(residual, c_new)) <= cost:
-                break
-            step *= 0.5
-        else:
-            break  # no decrease along the GN direction: at the minimum to rounding
-        c = c_new
-    return out
+    res = gauss_newton(residual, c0, max_outer=max_outer, max_inner=max_inner, tol=tol, jacobian=jacobian)
+    return VarResult(
+        res.v, list(res.history_costs), list(res.history_grad_norms), res.grad_norm, res.n_outer, res.n_inner
+    )
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:

@@ -168,6 +168,11 @@ class GNResult:
     grad_norms: list[float] = field(default_factory=list)
     #: the linearisation at the final iterate (value, TL, adjoint, maybe the Jacobian)
     linearization: Linearization | None = None
+    #: J at v0 and after every CG iteration (quadratic-model values), the true J at
+    #: each new outer iterate; ``len == n_inner + 1``
+    history_costs: list[float] = field(default_factory=list)
+    #: |grad J| likewise (inner entries: CG residual = gradient of the quadratic model)
+    history_grad_norms: list[float] = field(default_factory=list)
 
 
 def gauss_newton(
@@ -219,6 +224,10 @@ def gauss_newton(
         grad = v + adj(r)
         gnorm = float(torch.linalg.vector_norm(grad))
         grad_norms.append(gnorm)
+        if k == 0:
+            hist_c, hist_g = [cost], [gnorm]
+        else:  # the last inner iterate became this outer iterate: record its true values
+            hist_c[-1], hist_g[-1] = cost, gnorm
         g0 = gnorm if g0 is None else g0
         if gnorm <= tol * max(1.0, g0):
             converged = True
@@ -232,6 +241,10 @@ def gauss_newton(
         cg = conjugate_gradient(hess, -grad, max_iter=max_inner, tol=tol)
         n_inner += cg.n_iter
         inner_costs.extend(cost + e for e in cg.energies[1:])
+        hist_c.extend(cost + e for e in cg.energies[1:])
+        hist_g.extend(cg.residual_norms[1:])
+        if cg.n_iter == 0:
+            break  # the quadratic model is already at its minimum
         step = 1.0
         for _ in range(max_halvings + 1):
             v_new = v + step * cg.x
@@ -243,4 +256,4 @@ def gauss_newton(
             break  # no decrease along the GN direction: at the minimum to rounding
         v = v_new
         costs.append(cost_new)
-    return GNResult(v, costs, inner_costs, gnorm, k, n_inner, converged, grad_norms, lin)
+    return GNResult(v, costs, inner_costs, gnorm, k, n_inner, converged, grad_norms, lin, hist_c, hist_g)
