@@ -296,6 +296,22 @@ def _with_base(data: dict[str, Any]) -> dict[str, Any]:
     return deep_merge(base, data)
 
 
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML (or JSON) config file; a :class:`ConfigError` says what is wrong."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: invalid YAML{where}: {getattr(err, 'problem', err)}") from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
 def read_source(source: str | Path | dict[str, Any] | None) -> dict[str, Any]:
     """The raw config dict of a preset name, a YAML path, or an inline dict."""
     from hybrida.experiment.presets import PRESETS, get_preset
@@ -309,23 +325,7 @@ def read_source(source: str | Path | dict[str, Any] | None) -> dict[str, Any]:
     if text in PRESETS:
         return get_preset(text)
     if path.suffix in (".yaml", ".yml", ".json") or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {text}")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(
-                f"{text}: invalid YAML{where}: {getattr(err, 'problem', err)}"
-            ) from None
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise ConfigError(
-                f"{text}: expected a mapping at the top level, got {type(data).__name__}"
-            )
-        return _with_base(data)
+        return _with_base(read_yaml_mapping(path))
     allowed = ", ".join(sorted(PRESETS))
     raise ConfigError(
         f"unknown preset '{text}'; choose one of: {allowed} (or a path to a .yaml file)"

@@ -28,6 +28,7 @@ from hybrida.experiment.config import (
     deep_merge,
     format_validation_error,
     read_source,
+    read_yaml_mapping,
     validate_config,
 )
 from hybrida.learn.surrogate import NETWORKS, SCHEMES
@@ -276,21 +277,7 @@ def read_surrogate_source(source: str | Path | dict[str, Any] | None) -> dict[st
             raise ConfigError(
                 f"unknown surrogate preset '{source}'; choose one of: {allowed} (or a .yaml path)"
             )
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {source}")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(
-                f"{source}: invalid YAML{where}: {getattr(err, 'problem', err)}"
-            ) from None
-        data = {} if data is None else data
-        if not isinstance(data, dict):
-            raise ConfigError(
-                f"{source}: expected a mapping at the top level, got {type(data).__name__}"
-            )
+        data = read_yaml_mapping(path)
     if "preset" in data:
         base = data.pop("preset")
         if str(base) not in PRESETS:
