@@ -258,7 +258,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 DESCRIPTIONS: dict[str, str] = {
     "brajard2020": "L96 n=40, 50% random obs, sigma_o=1; BrajardCNN trained by the DA-ML loop (no physical model)",
-    "demo": "L96 n=40, 50% random obs; ETKF reanalysis -> BrajardCNN -> ETKF with the surrogate (3-5 min)",
+    "demo": "L96 n=40, 50% random obs; ETKF reanalysis -> BrajardCNN -> ETKF with the surrogate (1-4 min)",
 }
 
 
