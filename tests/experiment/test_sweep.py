@@ -43,6 +43,14 @@ def test_expand_skips_shorthands_a_method_lacks():
     assert len({r.run_id for r in runs}) == 6 and "etkf-N6-s1" in {r.run_id for r in runs}
 
 
+def test_plugin_methods_get_the_same_shorthand_filtering():
+    plugin = "hybrida.assimilation.variational.threedvar:ThreeDVar"
+    runs = expand(_spec(methods=["etkf", plugin], N=[6, 8], seeds=[1]))
+    var = [r for r in runs if r.labels["method"] == plugin]
+    assert len(var) == 1 and var[0].labels["N"] is None  # ThreeDVar takes no N
+    assert "N" not in var[0].config.method.params
+
+
 def test_generic_grid_key():
     runs = expand(
         _spec(methods=["etkf"], N=[], seeds=[3], grid={"observations.params.std": [0.5, 2.0]})

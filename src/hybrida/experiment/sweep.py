@@ -102,9 +102,8 @@ def load_sweep(source: str | Path | dict[str, Any]) -> SweepConfig:
 
 
 def _accepts(method_name: str, param: str) -> bool:
+    """Whether the method class (registered name or ``module:Class`` plugin) takes ``param``."""
     try:
-        if ":" in method_name:
-            return True
         cls = registry.resolve(registry.METHODS, method_name, "method")
     except (ValueError, ImportError):
         return True  # let validation/building report the real problem
