@@ -24,10 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hybrida import registry
-from hybrida.assimilation.base import AssimilationMethod, State
-from hybrida.assimilation.ensemble.augmented import GLOBAL_METHODS, augment_observation
-from hybrida.assimilation.ensemble.inflation import inflate_multiplicative
+from hybrida.assimilation.base import State
+from hybrida.assimilation.ensemble.augmented import AugmentedEnsemble
 from hybrida.learn.correction import KINDS, CorrectedModel, PolyConv
 from hybrida.models.base import Model
 from hybrida.observations.base import Observation
@@ -35,14 +33,14 @@ from hybrida.observations.base import Observation
 __all__ = ["OnlineCorrectionEnsemble", "OnlineVarResult", "weak4dvar_online"]
 
 
-def _positive(name: str, value: float, allow_zero: bool = False) -> float:
+def _positive(name: str, value: float) -> float:
     value = float(value)
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"OnlineCorrectionEnsemble: {name} must be a finite number {'>=' if allow_zero else '>'} 0, got {value}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"OnlineCorrectionEnsemble: {name} must be a finite number > 0, got {value}")
     return value
 
 
-class OnlineCorrectionEnsemble(AssimilationMethod):
+class OnlineCorrectionEnsemble(AugmentedEnsemble):
     """Augmented-state ensemble filter estimating the state and the weights of a PolyConv correction.
 
     The forecast model given to :meth:`forecast` is the physics M; member j
@@ -51,16 +49,13 @@ class OnlineCorrectionEnsemble(AssimilationMethod):
     :class:`~hybrida.learn.correction.CorrectedModel`). Prior weights
     N(``theta_mean``, ``theta_std``^2 I) (``theta_mean`` None = zeros, i.e.
     the physics; or the weights of an offline correction, transfer
-    learning). After each analysis the weight anomalies are multiplied by
-    ``param_infl`` and, with ``param_noise`` > 0, receive additive noise
-    N(0, ``param_noise``^2) drawn with the analysis generator, so the filter
-    keeps adapting (non-stationary model error). ``inner``/``inner_params``:
-    the global ensemble filter on z. Diagnostics: the inner ones plus
-    ``theta_norm`` (norm of the mean weights) and ``theta_spread`` (mean
-    ensemble std of the weights); :attr:`theta` holds the mean weights.
+    learning). The analysis, the parameter inflation (``param_infl``,
+    ``param_noise``) and ``inner``/``inner_params`` are those of
+    :class:`~hybrida.assimilation.ensemble.augmented.AugmentedEnsemble`.
+    Diagnostics: the inner ones plus ``theta_norm`` (norm of the mean
+    weights) and ``theta_spread`` (mean ensemble std of the weights);
+    :attr:`theta` holds the mean weights.
     """
-
-    kind = "ensemble"
 
     def __init__(
         self,
@@ -90,15 +85,9 @@ class OnlineCorrectionEnsemble(AssimilationMethod):
             raise ValueError(f"OnlineCorrectionEnsemble: theta_mean must hold {P} finite weights, got shape {tuple(mean.shape)}")
         self.theta_mean = mean
         self.theta_std = _positive("theta_std", theta_std)
-        if inner not in GLOBAL_METHODS:
-            raise ValueError(f"OnlineCorrectionEnsemble: inner must be one of {', '.join(GLOBAL_METHODS)}, got {inner!r}")
-        self.inner = registry.resolve(registry.METHODS, inner, "method")(**(inner_params or {}))
-        self.N = self.inner.N
-        self.param_infl = _positive("param_infl", param_infl)
-        self.param_noise = _positive("param_noise", param_noise, allow_zero=True)
+        self._set_filter(inner, inner_params, param_infl, param_noise)
         self.theta = mean.clone()
         self._hybrid: tuple[int, CorrectedModel] | None = None
-        self._diag: dict[str, float] = {}
 
     @property
     def n_params(self) -> int:
@@ -120,12 +109,10 @@ class OnlineCorrectionEnsemble(AssimilationMethod):
             net.theta.copy_(self.theta)
         return CorrectedModel(physics, net, self.correction, self.in_mean, self.in_std, self.out_std)
 
-    def initial_state(self, mean: Tensor, std: Tensor | float, generator: torch.Generator | None = None) -> State:
-        """Inner state members, weights drawn from N(theta_mean, theta_std^2), side by side."""
-        X = self.inner.initial_state(mean, std, generator)
-        z = torch.randn(self.N, self.n_params, generator=generator, dtype=mean.dtype)
-        theta = (self.theta_mean.to(mean.dtype) + self.theta_std * z).to(mean.device)
-        return torch.cat((X, theta), -1)
+    def prior_parameters(self, dtype: torch.dtype, generator: torch.Generator | None) -> Tensor:
+        """``(N, P)`` weights drawn from N(theta_mean, theta_std^2 I)."""
+        z = torch.randn(self.N, self.n_params, generator=generator, dtype=dtype)
+        return self.theta_mean.to(dtype) + self.theta_std * z
 
     def forecast(self, model: Model, state: State, n_steps: int, t0: float = 0.0) -> State:
         """Each member advanced by the hybrid model with its own weights; weights persist."""
@@ -137,29 +124,10 @@ class OnlineCorrectionEnsemble(AssimilationMethod):
             x = hyb.step_with(x, theta, t0 + k * model.dt)
         return torch.cat((x, theta), -1)
 
-    def analyse(self, prior: State, obs: Observation, t: float = 0.0, generator: torch.Generator | None = None) -> State:
-        """Inner analysis of [x, theta], then multiplicative and additive parameter inflation."""
-        if not isinstance(prior, Tensor) or prior.ndim != 2:
-            raise ValueError("OnlineCorrectionEnsemble: prior must be an augmented ensemble (N, n + P)")
-        P = self.n_params
-        n = prior.shape[-1] - P
-        post = self.inner.analyse(prior, augment_observation(obs, n, P), t, generator)
-        theta = post[..., n:]
-        if self.param_infl != 1.0:
-            theta = inflate_multiplicative(theta, self.param_infl)
-        if self.param_noise > 0:
-            noise = torch.randn(theta.shape, generator=generator, dtype=theta.dtype, device=theta.device)
-            theta = theta + self.param_noise * (noise - noise.mean(0))
-        post = torch.cat((post[..., :n], theta), -1)
+    def parameter_diagnostics(self, theta: Tensor) -> dict[str, float]:
+        """Keep the mean weights in :attr:`theta`; report their norm and mean spread."""
         self.theta = theta.mean(0).detach().cpu().to(torch.float64)
-        self._diag = dict(self.inner.diagnostics())
-        self._diag["theta_norm"] = float(self.theta.norm())
-        self._diag["theta_spread"] = float(theta.std(0).mean())
-        return post
-
-    def diagnostics(self) -> dict[str, float]:
-        """Inner diagnostics plus ``theta_norm`` and ``theta_spread``."""
-        return dict(self._diag)
+        return {"theta_norm": float(self.theta.norm()), "theta_spread": float(theta.std(0).mean())}
 
 
 @dataclass

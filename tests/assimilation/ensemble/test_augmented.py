@@ -79,12 +79,30 @@ def test_forcing_tracked_when_the_truth_changes():
         ({"estimate": {"F": [8.0, 0.0]}}, "std > 0"),
         ({"estimate": {"F": [8.0, 1.0]}, "inner": "letkf"}, "inner"),
         ({"estimate": {"F": [8.0, 1.0]}, "param_infl": -1}, "param_infl"),
+        ({"estimate": {"F": [8.0, 1.0]}, "param_noise": -0.1}, "param_noise"),
     ],
 )
 def test_bad_input(kwargs, match):
     kwargs.setdefault("inner_params", {"N": 10})
     with pytest.raises(ValueError, match=match):
         AugmentedEnsemble(**kwargs)
+
+
+def test_param_noise_is_centred_additive_noise_on_the_parameters_only():
+    estimate = {"F": [8.0, 0.5], "G": [1.0, 0.1]}
+    x = Lorenz96(10).initial_state()
+    prior = AugmentedEnsemble(estimate, inner_params={"N": 50}).initial_state(x, 1.0, torch.Generator().manual_seed(0))
+    obs = IdentityObs(n=10, std=1.0).observe(x, 1, torch.Generator().manual_seed(1))
+    plain, noisy = (
+        AugmentedEnsemble(estimate, inner_params={"N": 50}, param_noise=q).analyse(
+            prior, obs, 0.0, torch.Generator().manual_seed(2)
+        )
+        for q in (0.0, 0.3)
+    )
+    assert torch.equal(plain[:, :10], noisy[:, :10])  # states untouched
+    d = noisy[:, 10:] - plain[:, 10:]
+    assert torch.allclose(d.mean(0), torch.zeros(2, dtype=d.dtype), atol=1e-12)  # centred: means kept
+    assert 0.2 < float(d.std()) < 0.4
 
 
 def test_unknown_parameter_name():
