@@ -46,7 +46,9 @@ class OnlineCorrectionEnsemble(AugmentedEnsemble):
     The forecast model given to :meth:`forecast` is the physics M; member j
     runs the hybrid CorrectedModel(M, PolyConv, ``kind``) with its weights
     theta_j (``in_mean``, ``in_std``, ``out_std`` normalise as in
-    :class:`~hybrida.learn.correction.CorrectedModel`). Prior weights
+    :class:`~hybrida.learn.correction.CorrectedModel`; ``in_mean``/``in_std``
+    None = the spatial mean and std of the state given to
+    :meth:`initial_state`, so the polynomial sees O(1) inputs). Prior weights
     N(``theta_mean``, ``theta_std``^2 I) (``theta_mean`` None = zeros, i.e.
     the physics; or the weights of an offline correction, transfer
     learning). The analysis, the parameter inflation (``param_infl``,
@@ -62,8 +64,8 @@ class OnlineCorrectionEnsemble(AugmentedEnsemble):
         correction: str = "tendency",
         degree: int = 3,
         kernel_size: int = 3,
-        in_mean: float = 0.0,
-        in_std: float = 1.0,
+        in_mean: float | None = None,
+        in_std: float | None = None,
         out_std: float = 1.0,
         theta_mean: Sequence[float] | Tensor | None = None,
         theta_std: float = 0.1,
@@ -76,8 +78,8 @@ class OnlineCorrectionEnsemble(AugmentedEnsemble):
             raise ValueError(f"OnlineCorrectionEnsemble: correction must be one of {', '.join(KINDS)}, got {correction!r}")
         self.net = PolyConv(degree, kernel_size)
         self.correction = correction
-        self.in_mean = float(in_mean)
-        self.in_std = _positive("in_std", in_std)
+        self.in_mean = None if in_mean is None else float(in_mean)
+        self.in_std = None if in_std is None else _positive("in_std", in_std)
         self.out_std = _positive("out_std", out_std)
         P = self.net.n_weights
         mean = torch.zeros(P, dtype=torch.float64) if theta_mean is None else torch.as_tensor(theta_mean, dtype=torch.float64).flatten()
@@ -93,12 +95,28 @@ class OnlineCorrectionEnsemble(AugmentedEnsemble):
     def n_params(self) -> int:
         return self.net.n_weights
 
+    def _normalisation(self) -> tuple[float, float]:
+        if self.in_mean is None or self.in_std is None:
+            raise ValueError(
+                "OnlineCorrectionEnsemble: in_mean/in_std unknown; pass them or call initial_state first"
+            )
+        return self.in_mean, self.in_std
+
+    def initial_state(self, mean: Tensor, std: Tensor | float, generator: torch.Generator | None = None) -> State:
+        """As :meth:`AugmentedEnsemble.initial_state`; first fills unset ``in_mean``/``in_std`` from ``mean``."""
+        if self.in_mean is None:
+            self.in_mean = float(mean.mean())
+        if self.in_std is None:
+            sd = float(mean.std()) if mean.numel() > 1 else 0.0
+            self.in_std = sd if math.isfinite(sd) and sd > 0 else 1.0
+        return super().initial_state(mean, std, generator)
+
     def hybrid(self, physics: Model) -> CorrectedModel:
         """The hybrid model on ``physics`` (weights supplied per member at each step)."""
         if self._hybrid is None or self._hybrid[0] != id(physics):
             self._hybrid = (
                 id(physics),
-                CorrectedModel(physics, self.net, self.correction, self.in_mean, self.in_std, self.out_std),
+                CorrectedModel(physics, self.net, self.correction, *self._normalisation(), self.out_std),
             )
         return self._hybrid[1]
 
@@ -107,7 +125,7 @@ class OnlineCorrectionEnsemble(AugmentedEnsemble):
         net = PolyConv(self.net.degree, self.net.kernel_size)
         with torch.no_grad():
             net.theta.copy_(self.theta)
-        return CorrectedModel(physics, net, self.correction, self.in_mean, self.in_std, self.out_std)
+        return CorrectedModel(physics, net, self.correction, *self._normalisation(), self.out_std)
 
     def prior_parameters(self, dtype: torch.dtype, generator: torch.Generator | None) -> Tensor:
         """``(N, P)`` weights drawn from N(theta_mean, theta_std^2 I)."""
