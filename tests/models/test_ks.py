@@ -8,7 +8,7 @@ from itertools import pairwise
 import pytest
 import torch
 
-from hybrida.models import KuramotoSivashinsky
+from hybrida.models import KuramotoSivashinsky, tangent_linear, tangent_linear_and_adjoint
 from hybrida.models.ks import etdrk4_coefficients
 
 
@@ -82,8 +82,49 @@ def test_dealias_option_changes_little():
     assert 0 < diff < 0.05  # a different discretisation, close to the default one
 
 
+@pytest.mark.parametrize(("nyquist", "factor"), [("damped", None), ("neutral", 1.0)])
+def test_nyquist_mode_evolves_linearly(nyquist, factor):
+    """The Nyquist coefficient has no nonlinear forcing: it is multiplied by e^{dt L_N} each step.
+
+    ``"damped"``: L_N = k_N^2 - k_N^4 (k_N = pi n / length); ``"neutral"``: L_N = 0, the
+    coefficient is constant (Kassam & Trefethen 2005, DAPPER). The other modes feel it.
+    """
+    m = KuramotoSivashinsky(nyquist=nyquist)
+    alternating = (-1.0) ** torch.arange(m.n, dtype=torch.float64)
+    u = m.initial_state() + 0.05 * alternating
+    v0 = torch.fft.rfft(u)[-1].real
+    steps = 3
+    v = torch.fft.rfft(m.forecast(u, steps))[-1].real
+    if factor is None:
+        k = math.pi * m.n / m.length
+        factor = math.exp(steps * m.dt * (k**2 - k**4))
+    torch.testing.assert_close(v, v0 * factor, rtol=1e-12, atol=1e-9)
+    smooth = torch.fft.rfft(m.forecast(m.initial_state(), steps))[:-1]
+    assert (torch.fft.rfft(m.forecast(u, steps))[:-1] - smooth).abs().max() > 1e-5
+
+
+@pytest.mark.parametrize("nyquist", ["neutral", "damped"])
+def test_nyquist_variants_adjoint_taylor_and_batching(nyquist):
+    """The model contract for both Nyquist treatments, from states with Nyquist content."""
+    m = KuramotoSivashinsky(nyquist=nyquist)
+    gen = torch.Generator().manual_seed(5)
+    x = m.initial_state() + 0.1 * torch.randn(m.n, generator=gen, dtype=torch.float64)
+    dx, dy = torch.randn(2, m.n, generator=gen, dtype=torch.float64)
+    lin = tangent_linear_and_adjoint(m, x, n_steps=3)
+    lhs, rhs = torch.dot(lin.tl(dx), dy), torch.dot(dx, lin.adj(dy))
+    assert abs(lhs - rhs) <= 1e-12 * max(abs(lhs), abs(rhs))
+    m0, tl = m.step(x), tangent_linear(m, x, dx)
+    errs = [(m.step(x + e * dx) - m0 - e * tl).norm().item() for e in (1e-2, 1e-3, 1e-4)]
+    assert all(60 < a / b < 160 for a, b in pairwise(errs)), errs
+    batch = x + 0.1 * torch.randn(2, 3, m.n, generator=gen, dtype=torch.float64)
+    out = m.step(batch)
+    torch.testing.assert_close(out[1, 2], m.step(batch[1, 2]), rtol=1e-13, atol=1e-13)
+    assert m.step(batch.float()).dtype == torch.float32
+
+
 @pytest.mark.parametrize(
-    "kwargs", [{"n": 7}, {"n": 2}, {"dt": 0.0}, {"length": -1.0}, {"n_contour": 2}]
+    "kwargs",
+    [{"n": 7}, {"n": 2}, {"dt": 0.0}, {"length": -1.0}, {"n_contour": 2}, {"nyquist": "zero"}],
 )
 def test_invalid_parameters(kwargs):
     with pytest.raises(ValueError):

@@ -9,6 +9,9 @@ from torch import Tensor
 
 from hybrida.models.base import Model
 
+#: treatments of the Nyquist mode's linear term (see :class:`KuramotoSivashinsky`)
+NYQUIST = ("damped", "neutral")
+
 
 def etdrk4_coefficients(hL: Tensor, n_contour: int = 32) -> dict[str, Tensor]:
     """ETDRK4 coefficients for the diagonal linear operator ``h·L`` (real, any shape).
@@ -46,11 +49,15 @@ class KuramotoSivashinsky(Model):
     Fourier pseudo-spectral in space (``torch.fft.rfft``), exponential time
     differencing RK4 in time (Cox & Matthews 2002; Kassam & Trefethen 2005).
     Defaults follow Bocquet et al. (2019) / DAPPER ``KS/bocquet2019``:
-    n=128 grid points on a domain of length 32π, dt=0.5. The Nyquist mode has
-    zero first derivative but is damped by the linear operator; ``dealias``
-    applies the 2/3 rule to the nonlinear term (off by default, as in the
-    references: at n=128 the aliased modes are damped at rate ~k^4).
-    The spatial mean (k=0 mode) is conserved exactly.
+    n=128 grid points on a domain of length 32π, dt=0.5. The Nyquist mode
+    always has zero first derivative; ``nyquist`` sets its linear symbol:
+    ``"neutral"`` (default) sets it to 0 as Kassam & Trefethen's (2005)
+    kursiv.m and DAPPER's ``mods/KS`` do, so the Nyquist component of a state
+    never changes (same trajectories as DAPPER to round-off); ``"damped"``
+    keeps k^2 - k^4 (the even derivatives of that mode are exact on the grid). ``dealias`` applies the 2/3 rule to the
+    nonlinear term (off by default, as in the references: at n=128 the
+    aliased modes are damped at rate ~k^4). The spatial mean (k=0 mode) is
+    conserved exactly.
     """
 
     def __init__(
@@ -60,6 +67,7 @@ class KuramotoSivashinsky(Model):
         dt: float = 0.5,
         n_contour: int = 32,
         dealias: bool = False,
+        nyquist: str = "neutral",
     ) -> None:
         if isinstance(n, bool) or int(n) != n or n < 4 or n % 2:
             raise ValueError(f"n must be an even integer >= 4, got {n}")
@@ -68,6 +76,9 @@ class KuramotoSivashinsky(Model):
             raise ValueError(f"length must be a finite number > 0, got {length}")
         if not math.isfinite(dt) or dt <= 0.0:
             raise ValueError(f"dt must be a finite number > 0, got {dt}")
+        if nyquist not in NYQUIST:
+            raise ValueError(f"nyquist must be one of {', '.join(NYQUIST)}, got {nyquist!r}")
+        self.nyquist = nyquist
         self.n, self.length, self.dt, self.dealias = int(n), length, dt, bool(dealias)
         #: grid points x_j = length·j/n, j = 1..n (Kassam & Trefethen 2005)
         self.grid = length * torch.arange(1, self.n + 1, dtype=torch.float64) / self.n
@@ -75,6 +86,8 @@ class KuramotoSivashinsky(Model):
         k = 2 * math.pi / length * m
         #: linear operator symbol of -d_xx - d_xxxx: k^2 - k^4
         self.L = k**2 - k**4
+        if nyquist == "neutral":
+            self.L[-1] = 0.0
         k_odd = k.clone()
         k_odd[-1] = 0.0  # odd derivative of the Nyquist mode is not representable
         if self.dealias:
@@ -155,5 +168,5 @@ class KuramotoSivashinsky(Model):
     def __repr__(self) -> str:
         return (
             f"KuramotoSivashinsky(n={self.n}, length={self.length:.6g}, dt={self.dt}, "
-            f"dealias={self.dealias})"
+            f"dealias={self.dealias}, nyquist={self.nyquist!r})"
         )
