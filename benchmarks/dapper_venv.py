@@ -136,19 +136,64 @@ def ensure_dapper_venv(version: str, python: str) -> tuple[Path | None, str]:
     return py, ""
 
 
-def run_dapper(cases: list[Case], tmp: Path, args) -> tuple[dict | None, str]:
-    todo = [c for c in cases if c.dapper]
-    if not todo:
-        return None, ""
+def find_dapper_python(args, log_failures: bool = False) -> tuple[Path | None, str]:
+    """The DAPPER venv's python (made on first use) for ``args``; (python, why not).
+
+    Tries :func:`dapper_candidates` in turn; ``log_failures`` prints each
+    failed attempt to stderr.
+    """
     failures = []
     for python, version in dapper_candidates(args):
         py, why = ensure_dapper_venv(version, python)
         if py is not None:
-            break
+            return py, ""
         failures.append(why)
-        print(f"dapper: {why}", file=sys.stderr, flush=True)
-    else:
-        return None, " | ".join(failures) or "no Python found for DAPPER"
+        if log_failures:
+            print(f"dapper: {why}", file=sys.stderr, flush=True)
+    return None, " | ".join(failures) or "no Python found for DAPPER"
+
+
+def side_env(threads: int) -> dict[str, str]:
+    """Environment of a DAPPER-side subprocess: no display, ``threads`` BLAS threads (0: default)."""
+    env = dict(os.environ, MPLBACKEND="Agg")
+    if threads > 0:
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = str(threads)
+    return env
+
+
+def run_side(
+    py: Path, script: Path, spec: list[dict], tmp: Path, stem: str, threads: int, timeout: float
+) -> tuple[dict | None, str]:
+    """Run ``script CASES.json RESULTS.json`` with ``py`` on ``spec``; (results, why not).
+
+    The side script writes its results after every case, so a crash or a
+    timeout still returns the cases done so far; ``why`` is empty unless no
+    results file appeared.
+    """
+    cases_json, out_json = tmp / f"{stem}_cases.json", tmp / f"{stem}_results.json"
+    cases_json.write_text(json.dumps(spec))
+    try:
+        r = _run(
+            [str(py), str(script), str(cases_json), str(out_json)],
+            env=side_env(threads),
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        r = None
+    if not out_json.exists():
+        why = "timed out" if r is None else f"exit {r.returncode}: {_tail(r.stderr)}"
+        return None, f"the DAPPER run failed ({why})"
+    return json.loads(out_json.read_text()), ""
+
+
+def run_dapper(cases: list[Case], tmp: Path, args) -> tuple[dict | None, str]:
+    todo = [c for c in cases if c.dapper]
+    if not todo:
+        return None, ""
+    py, why = find_dapper_python(args, log_failures=True)
+    if py is None:
+        return None, why
     spec = [
         {
             "name": c.name,
@@ -166,26 +211,11 @@ def run_dapper(cases: list[Case], tmp: Path, args) -> tuple[dict | None, str]:
         }
         for c in todo
     ]
-    cases_json, out_json = tmp / "dapper_cases.json", tmp / "dapper_results.json"
-    cases_json.write_text(json.dumps(spec))
-    env = dict(os.environ, MPLBACKEND="Agg")
-    if args.threads > 0:
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            env[var] = str(args.threads)
     print(f"dapper: running {len(todo)} case(s) in the DAPPER venv", flush=True)
     t0 = time.perf_counter()
-    try:
-        r = _run(
-            [str(py), str(DAPPER_SIDE), str(cases_json), str(out_json)],
-            env=env,
-            timeout=args.dapper_timeout,
-        )
-    except subprocess.TimeoutExpired:
-        r = None
-    if not out_json.exists():
-        why = "timed out" if r is None else f"exit {r.returncode}: {_tail(r.stderr)}"
-        return None, f"the DAPPER run failed ({why})"
-    res = json.loads(out_json.read_text())
+    res, why = run_side(py, DAPPER_SIDE, spec, tmp, "dapper", args.threads, args.dapper_timeout)
+    if res is None:
+        return None, why
     by_name = {c["name"]: c for c in res["cases"]}
     for c in todo:
         c.result["dapper"] = by_name.get(c.name, {"error": "not run (DAPPER side stopped early)"})

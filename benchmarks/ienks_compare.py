@@ -35,7 +35,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,7 +45,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dapper_venv import dapper_candidates, ensure_dapper_venv
+from dapper_venv import find_dapper_python, run_side
 from docsection import DOC, write_section
 
 HERE = Path(__file__).resolve().parent
@@ -176,14 +175,9 @@ def run_hybrida(c: Case, repeat: int, seed: int) -> dict:
 
 
 def run_dapper(cases: list[Case], tmp: Path, args) -> tuple[dict | None, str]:
-    failures = []
-    for python, version in dapper_candidates(args):
-        py, why = ensure_dapper_venv(version, python)
-        if py is not None:
-            break
-        failures.append(why)
-    else:
-        return None, " | ".join(failures) or "no Python found for DAPPER"
+    py, why = find_dapper_python(args)
+    if py is None:
+        return None, why
     spec = [
         {
             "name": c.name, "npz": c.npz, "model": c.model, "N": c.N, "lag": c.lag,
@@ -195,24 +189,10 @@ def run_dapper(cases: list[Case], tmp: Path, args) -> tuple[dict | None, str]:
         }
         for c in cases
     ]
-    cases_json, out_json = tmp / "ienks_cases.json", tmp / "ienks_results.json"
-    cases_json.write_text(json.dumps(spec))
-    env = dict(os.environ, MPLBACKEND="Agg")
-    if args.threads > 0:
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            env[var] = str(args.threads)
     print(f"dapper: running {len(cases)} case(s) in {py}", flush=True)
-    try:
-        r = subprocess.run(
-            [str(py), str(SIDE), str(cases_json), str(out_json)],
-            capture_output=True, text=True, env=env, timeout=args.dapper_timeout, check=False,
-        )
-    except subprocess.TimeoutExpired:
-        r = None
-    if not out_json.exists():
-        why = "timed out" if r is None else f"exit {r.returncode}: {r.stderr[-600:]}"
-        return None, f"the DAPPER run failed ({why})"
-    res = json.loads(out_json.read_text())
+    res, why = run_side(py, SIDE, spec, tmp, "ienks", args.threads, args.dapper_timeout)
+    if res is None:
+        return None, why
     by_name = {d["name"]: d for d in res["cases"]}
     for c in cases:
         c.result["dapper"] = by_name.get(c.name, {"error": "not run"})
