@@ -7,13 +7,12 @@
    (ResidualCNN) is trained on the analysis pairs of a training period and tested on
    an independent period: forecast RMSE vs lead from the test analyses, and rmse_a of
    the ETKF cycled with the hybrid model.
-2. Brajard et al. (2021) two-scale setup: truth = two-scale L96 (K=36, J=10, F=10,
-   h=1, b=c=10, dt=0.005), truncated model = one-scale L96 F=10 on the slow
-   variables; all slow variables observed every 0.05 with sigma_o=1 (our choice);
-   a tendency correction (ResidualCNN) is trained on (a) the perfect slow-variable
-   trajectory and (b) ETKF (N=40, adaptive) analyses with the truncated model.
-   Relative RMSE = RMSE / climatological std of the slow variables, from true
-   initial states, at lead 2 time units.
+2. Brajard et al. (2021) two-scale setup, following the authors' code (see
+   :mod:`brajard2021_l2s`): truth = two-scale L96 (K=36, J=10, F=10, h=1, b=c=10,
+   dt=0.005), truncated model = one-scale L96 F=10 (RK4 dt=0.01); all slow variables
+   observed every 0.05 with noise variance 0.1; ETKF N=50 (adaptive) with model noise;
+   their CNN correction regressed on one-cycle residuals of (a) true slow states and
+   (b) analyses; relative RMSE = sqrt(MSE / (2 var)) at lead 2 from true states.
 3. Online learning: augmented-state ETKF on [x, PolyConv weights] (20 weights,
    tendency correction) from zero weights and from the offline PolyConv fit
    (transfer), with a mid-run change of the truth's forcing (8.5 -> 9.0).
@@ -21,6 +20,7 @@
 
     python benchmarks/model_error.py               # ~10-15 min on one core
     python benchmarks/model_error.py --quick       # a few minutes, smaller numbers
+    python benchmarks/model_error.py --only 2      # part 2 only, spliced into the existing section
 """
 
 from __future__ import annotations
@@ -41,15 +41,15 @@ from hybrida.learn.loop import assimilate
 from hybrida.learn.online import OnlineCorrectionEnsemble, weak4dvar_online
 from hybrida.learn.surrogate import ResidualCNN
 from hybrida.models.lorenz96 import Lorenz96
-from hybrida.models.lorenz96_two_scale import Lorenz96TwoScale
 from hybrida.models.lorenz96_variants import GAMMA_CALIBRATED, Lorenz96Cubic
 from hybrida.observations.alternating import AlternatingHalvesObs
-from hybrida.observations.networks import IdentityObs
 
 try:
-    from docsection import write_section
+    import brajard2021_l2s as l2s
+    from docsection import DOC, write_section
 except ImportError:  # run from the repository root
-    from benchmarks.docsection import write_section
+    from benchmarks import brajard2021_l2s as l2s
+    from benchmarks.docsection import DOC, write_section
 
 
 def nature(model, K: int, every: int, gen: torch.Generator, spinup: int = 2000) -> Tensor:
@@ -135,41 +135,7 @@ def setup1(args, log) -> dict:
 
 def setup2(args, log) -> dict:
     """Brajard 2021: unresolved-scale parametrisation of the two-scale L96 from perfect data and from DA."""
-    gen = torch.Generator().manual_seed(args.seed + 1)
-    truth_model = Lorenz96TwoScale(K=36, J=10, F=10.0, h=1.0, b=10.0, c=10.0, dt=0.005)
-    every = 10  # 0.05 time units between analyses
-    trunc = Lorenz96(n=36, F=10.0, dt=0.05)  # RK4 at 0.05 for the slow variables (one step per analysis)
-    K1, K2 = args.train2, args.test2
-    t0 = time.time()
-    truth_full = nature(truth_model, K1 + K2, every, gen, spinup=2000)
-    truth = truth_full[:, :36]
-    clim = float(truth.std())
-    log(f"[2] nature run {time.time() - t0:.0f}s, slow clim std {clim:.3f}")
-    obs = observe(IdentityObs(36, std=1.0), truth_full, gen, n_obs=36)
-    burn = 100
-    t0 = time.time()
-    rea = assimilate(trunc, ETKF(N=40, adaptive=True), truth[0], obs[:K1], truth=truth[: K1 + 1], burn_in=burn, generator=gen)
-    log(f"[2] ETKF truncated, train period: rmse_a={rea.rmse_a:.4f} ({time.time() - t0:.0f}s)")
-    out = {"train_cycles": K1, "test_cycles": K2, "clim_std": clim, "rmse_a_truncated": rea.rmse_a}
-    models = {"truncated": trunc}
-    for label, data in (("hybrid_perfect", truth[:K1 + 1]), ("hybrid_da", rea.mean[burn:])):
-        netw = ResidualCNN(channels=16, blocks=1, kernel_size=5, seed=args.seed).double()
-        t0 = time.time()
-        hyb, fr = fit_correction(trunc, netw, data, kind="tendency", rollout=1, epochs=args.epochs, batch_size=128,
-                                 lr=3e-3, patience=8, progress=False, seed=args.seed, time_limit_s=args.fit_time)
-        models[label] = hyb
-        log(f"[2] fit {label}: epochs={fr.epochs_run} valid={fr.best_loss:.3e} ({time.time() - t0:.0f}s)")
-    starts_idx = torch.arange(K1 + 1, K1 + K2 - 40, 5)
-    lead = 40  # 2 time units
-    rel = {}
-    with torch.no_grad():
-        for label, m in models.items():
-            xs = m.forecast(truth[starts_idx], lead)
-            r = float(metrics.rmse(xs, truth[starts_idx + lead]).mean()) / clim
-            rel[label] = r
-            log(f"[2] relative RMSE at 2 MTU {label}: {r:.3f}")
-    out["relative_rmse_2mtu"] = rel
-    return out
+    return l2s.run(args, log)
 
 
 def setup3(args, log, offline: CorrectedModel | None) -> dict:
@@ -251,22 +217,7 @@ def markdown(r1: dict, r2: dict, r3: dict, args, wall: float) -> str:
     L.append("Forecasts start from the test-period analyses of the physics ETKF (every 5th cycle); "
              "`truth_model` is the perfect-model bound; `polyconv` is a 20-weight resolvent correction, `cnn` a ResidualCNN.")
     L.append("")
-    L.append("### 2. Brajard et al. (2021) two-scale setup (unresolved-scale parametrisation)")
-    L.append("")
-    rel = r2["relative_rmse_2mtu"]
-    L.append(
-        "Truth: two-scale L96 K=36, J=10, F=10, h=1, b=c=10, dt=0.005; truncated model L96 F=10 on the slow "
-        "variables (RK4, dt=0.05); all 36 slow variables observed every 0.05 with sigma_o=1 (our choice of network); "
-        f"ETKF N=40 adaptive with the truncated model (train rmse_a {r2['rmse_a_truncated']:.3f}). Tendency correction "
-        f"(ResidualCNN) trained on {r2['train_cycles']} cycles. Relative RMSE = RMSE / climatological std of the slow "
-        f"variables ({r2['clim_std']:.2f}), forecasts from true slow states of an independent test period, lead 2 time units."
-    )
-    L.append("")
-    L.append("| model | relative RMSE @ 2 MTU | published |")
-    L.append("|---|---|---|")
-    for label, pub in (("truncated", 0.73), ("hybrid_da", 0.45), ("hybrid_perfect", 0.23)):
-        L.append(f"| {label} | {rel[label]:.3f} | {pub} |")
-    L.append("")
+    L.append(l2s.markdown(r2, f"python benchmarks/model_error.py {args.cmdline}"))
     L.append("### 3. Online learning (augmented-state ETKF, PolyConv tendency correction, 20 weights)")
     L.append("")
     L.append(
@@ -288,13 +239,40 @@ def markdown(r1: dict, r2: dict, r3: dict, args, wall: float) -> str:
     return "\n".join(L)
 
 
+def splice_part2(part2: str, path: Path = DOC) -> str:
+    """The model-error section of ``path`` with its part-2 subsection replaced by ``part2`` (parts 1 and 3 kept)."""
+    start, end = "<!-- model-error:start -->", "<!-- model-error:end -->"
+    text = path.read_text()
+    if start not in text or end not in text:
+        raise ValueError(f"{path} has no model-error section to splice part 2 into; run all parts")
+    body = text.split(start, 1)[1].split(end, 1)[0].strip("\n")
+    a, b = body.find("### 2. "), body.find("### 3. ")
+    if a < 0 or b < a:
+        raise ValueError(f"the model-error section of {path} has no '### 2.' and '### 3.' subsections")
+    return body[:a] + part2.rstrip("\n") + "\n\n" + body[b:]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--train", type=int, default=6000)
     p.add_argument("--test", type=int, default=1500)
-    p.add_argument("--train2", type=int, default=4000)
-    p.add_argument("--test2", type=int, default=1000)
+    p.add_argument("--train2", type=int, default=10000)
+    p.add_argument("--chunks2", type=int, default=8, help="independent truth segments for the part-2 training data")
+    p.add_argument("--burn2", type=int, default=100, help="analyses dropped at the start of each segment")
+    p.add_argument("--valid2", type=int, default=1000)
+    p.add_argument("--members2", type=int, default=50)
+    p.add_argument("--obs-var2", type=float, default=0.1, help="observation noise variance (their std_o)")
+    p.add_argument("--std-m2", type=float, default=0.06, help="their model-noise parameter std_m")
+    p.add_argument("--noise2", choices=l2s.NOISE_MODES, default="shared")
+    p.add_argument("--test-traj2", type=int, default=20)
+    p.add_argument("--test-len2", type=int, default=300, help="cycles per test trajectory (0.05 each)")
+    p.add_argument("--test-every2", type=int, default=50, help="cycles between forecast starts")
+    p.add_argument("--epochs2", type=int, default=100)
+    p.add_argument("--batch2", type=int, default=33)
+    p.add_argument("--lr2", type=float, default=1e-3)
+    p.add_argument("--patience2", type=int, default=10)
+    p.add_argument("--fit-time2", type=float, default=240.0)
     p.add_argument("--online", type=int, default=2000)
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--fit-time", type=float, default=90.0)
@@ -311,7 +289,8 @@ def main() -> None:
 
     args.cmdline = " ".join(sys.argv[1:])
     if args.quick:
-        args.train, args.test, args.train2, args.test2, args.online, args.epochs, args.fit_time = 2000, 600, 1500, 400, 800, 20, 30.0
+        args.train, args.test, args.online, args.epochs, args.fit_time = 2000, 600, 800, 20, 30.0
+        args.train2, args.valid2, args.fit_time2 = 2000, 400, 30.0
     torch.set_num_threads(1)
     t_start = time.time()
 
@@ -328,6 +307,9 @@ def main() -> None:
     if r1 and r2 and r3 and not args.no_write:
         write_section("model-error", markdown(r1, r2, r3, args, wall))
         log("wrote section model-error of docs/benchmarks.md")
+    elif args.only == "2" and not args.no_write:
+        write_section("model-error", splice_part2(l2s.markdown(r2, f"python benchmarks/model_error.py {args.cmdline}")))
+        log(f"replaced part 2 of section model-error of docs/benchmarks.md ({wall / 60:.1f} min)")
 
 
 if __name__ == "__main__":
