@@ -46,36 +46,12 @@ from hybrida.learn.train import FitResult, fit
 from hybrida.models.base import Model
 from hybrida.models.lorenz96 import Lorenz96
 from hybrida.models.lorenz96_two_scale import Lorenz96TwoScale
+from hybrida.models.noisy import NoisyModel
 from hybrida.observations.networks import IdentityObs
 
 #: published relative RMSE at 2 time units (Brajard et al. 2021, Fig. 2, reference experiment)
 PUBLISHED = {"truncated": 0.73, "hybrid_da": 0.45, "hybrid_perfect": 0.23}
 NOISE_MODES = ("shared", "independent", "none")
-
-
-class AdditiveNoiseModel(Model):
-    """x_{j+1} = M(x_j) + std eta_j with eta_j ~ N(0, 1) drawn from ``generator`` at every step.
-
-    ``shared=True``: one draw per leading index (ensemble member) added to every
-    state variable, which is what DAPPER 0.9's ``GaussRV(C=scalar)`` gives when it is
-    used as model noise (Brajard et al. 2021 code); ``shared=False``: independent draws
-    per variable.
-    """
-
-    def __init__(self, model: Model, std: float, generator: torch.Generator, shared: bool = True) -> None:
-        if not (math.isfinite(std) and std >= 0):
-            raise ValueError(f"AdditiveNoiseModel: std must be finite and >= 0, got {std}")
-        if not isinstance(generator, torch.Generator):
-            raise TypeError("AdditiveNoiseModel: generator must be a torch.Generator")
-        self.model, self.std, self.generator, self.shared = model, float(std), generator, bool(shared)
-        self.n, self.dt = model.n, model.dt
-
-    def step(self, x: Tensor, t: float = 0.0) -> Tensor:
-        """One step of the wrapped model plus fresh noise."""
-        out = self.model.step(x, t)
-        shape = (*out.shape[:-1], 1) if self.shared else out.shape
-        eta = torch.randn(shape, generator=self.generator, dtype=torch.float64)
-        return out + (self.std * eta).to(out)
 
 
 class L2SNet(nn.Module):
@@ -180,7 +156,7 @@ def run(args, log) -> dict:
     obs_std = math.sqrt(args.obs_var2)
     noise_std = math.sqrt(args.std_m2 * math.sqrt(trunc.dt))  # DAPPER: Var = dt * (std_m / sqrt(dt))
     gen_noise = torch.Generator().manual_seed(args.seed + 11)
-    da_model: Model = trunc if args.noise2 == "none" else AdditiveNoiseModel(trunc, noise_std, gen_noise, args.noise2 == "shared")
+    da_model: Model = trunc if args.noise2 == "none" else NoisyModel(trunc, noise_std, gen_noise, shared=args.noise2 == "shared")
     t0 = time.time()
     analyses, rmse_a = [], []
     for b in range(B):

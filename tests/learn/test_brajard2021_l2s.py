@@ -17,38 +17,6 @@ def _x(B: int = 6, n: int = 36, seed: int = 0, dtype=torch.float64) -> torch.Ten
     return 3.0 * torch.randn(B, n, generator=torch.Generator().manual_seed(seed), dtype=dtype) + 2.0
 
 
-def test_noise_shared_is_one_draw_per_member_with_the_given_std():
-    base = Lorenz96(n=8, F=10.0, dt=0.01)
-    x = _x(4000, 8)
-    m = l2s.AdditiveNoiseModel(base, 0.3, torch.Generator().manual_seed(1), shared=True)
-    inc = m.step(x) - base.step(x)
-    assert torch.allclose(inc, inc[:, :1].expand_as(inc), atol=1e-12)  # same draw on every variable
-    assert abs(float(inc[:, 0].std()) - 0.3) < 0.02
-    assert abs(float(inc[:, 0].mean())) < 0.02
-
-
-def test_noise_independent_draws_per_variable_and_is_reproducible():
-    base = Lorenz96(n=8, F=10.0, dt=0.01)
-    x = _x(3000, 8)
-    a = l2s.AdditiveNoiseModel(base, 0.2, torch.Generator().manual_seed(5), shared=False)
-    inc = a.step(x) - base.step(x)
-    a2 = l2s.AdditiveNoiseModel(base, 0.2, torch.Generator().manual_seed(5), shared=False)
-    assert torch.equal(a2.step(x) - base.step(x), inc)
-    corr = torch.corrcoef(inc[:, :2].T)[0, 1]
-    assert abs(float(corr)) < 0.1 and abs(float(inc.std()) - 0.2) < 0.01
-
-
-def test_noise_zero_std_is_the_model_and_bad_std_raises():
-    base = Lorenz96(n=8, F=10.0, dt=0.01)
-    x = _x(3, 8)
-    m = l2s.AdditiveNoiseModel(base, 0.0, torch.Generator().manual_seed(0))
-    assert torch.equal(m.forecast(x, 3), base.forecast(x, 3))
-    with pytest.raises(ValueError, match="std"):
-        l2s.AdditiveNoiseModel(base, -1.0, torch.Generator())
-    with pytest.raises(ValueError, match="std"):
-        l2s.AdditiveNoiseModel(base, math.nan, torch.Generator())
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_l2snet_shape_dtype_and_translation_equivariance(dtype):
     net = l2s.L2SNet(filters=5, hidden=4, seed=0).to(dtype).eval()

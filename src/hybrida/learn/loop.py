@@ -6,6 +6,14 @@ space), train a surrogate on it, assimilate the same observations with the
 surrogate as forecast model, retrain on the new analyses, and repeat while a
 validation score computed from the observations alone keeps improving. The
 surrogate makes one step per analysis cycle.
+
+The surrogate is imperfect, so the DA step treats it as a stochastic model,
+x_{k+1} = Phi(x_k) + eta_k, eta_k ~ N(0, sigma_m^2 I) (Brajard et al. 2020 add
+Gaussian model noise to the ensemble forecasts): :class:`~hybrida.models.noisy.NoisyModel` draws
+eta from an explicit generator, and ``sigma_m`` is either given or estimated
+each iteration from the one-step innovations of the current archive
+(:func:`forecast_error_std`). The fits can weight each training target by the
+inverse analysis variance 1 / (sigma_a^2 + c), as in their code.
 """
 
 from __future__ import annotations
@@ -21,11 +29,12 @@ import torch
 from torch import Tensor
 
 from hybrida import metrics
-from hybrida.assimilation.base import AssimilationMethod, state_mean
+from hybrida.assimilation.base import AssimilationMethod, state_mean, state_members
 from hybrida.cycle import FilterDiverged, run_cycle
 from hybrida.learn.surrogate import SurrogateModel
 from hybrida.learn.train import FitResult, fit
 from hybrida.models.base import Model
+from hybrida.models.noisy import NoisyModel
 from hybrida.observations.base import Observation
 
 __all__ = [
@@ -34,6 +43,7 @@ __all__ = [
     "Reanalysis",
     "assimilate",
     "da_ml_loop",
+    "forecast_error_std",
     "interpolate_observations",
     "observation_mask",
     "observation_score",
@@ -42,11 +52,16 @@ __all__ = [
 
 @dataclass
 class Reanalysis:
-    """Analysis means at cycles 0..K ``(K + 1, n)`` and, with a truth, their time-mean RMSE."""
+    """Analysis means at cycles 0..K ``(K + 1, n)``, their spread and, with a truth, time-mean RMSE.
+
+    ``std``: per-variable ensemble standard deviation of the analyses ``(K + 1, n)``
+    (None for methods without members).
+    """
 
     mean: Tensor
     rmse_a: float = math.nan
     diverged_at: int | None = None
+    std: Tensor | None = None
 
 
 def interpolate_observations(observations: Sequence[Observation], n: int, along: str = "space") -> Tensor:
@@ -127,21 +142,30 @@ def assimilate(
     scoring = truth if truth is not None else torch.zeros(K + 1, n, dtype=first.dtype)
     state = method.initial_state(first, initial_std, generator)
     means = [state_mean(state)[..., :n]]
+    stds: list[Tensor] | None = [torch.full_like(means[0], float(initial_std))]
     diverged = None
     with torch.no_grad():
         try:
-            for record, _ in run_cycle(
-                model, method, state, scoring, observations, steps_per_cycle, generator=generator
+            for record, post in run_cycle(
+                model, method, state, scoring, observations, steps_per_cycle, generator=generator,
+                probabilistic_scores=False,
             ):
                 means.append(record.posterior_mean)
+                members = state_members(post)
+                if members is None or stds is None:
+                    stds = None
+                else:
+                    stds.append(members[..., :n].std(-2))
         except FilterDiverged as err:
             diverged = err.cycle
             means.extend([means[-1]] * (K + 1 - len(means)))
+            if stds is not None:
+                stds.extend([stds[-1]] * (K + 1 - len(stds)))
     mean = torch.stack(means)
     rmse = math.nan
     if truth is not None:
         rmse = float(metrics.rmse(mean[1 + burn_in :], truth[1 + burn_in :]).mean())
-    return Reanalysis(mean, rmse, diverged)
+    return Reanalysis(mean, rmse, diverged, None if stds is None else torch.stack(stds))
 
 
 def observation_score(
@@ -173,6 +197,36 @@ def observation_score(
     return total / max(count, 1)
 
 
+def forecast_error_std(
+    model: Model, states: Tensor, observations: Sequence[Observation], start: int = 0
+) -> float:
+    """One-step forecast error std estimated from innovations: a truth-free model-noise level.
+
+    sigma_f^2 = max(0, mean_{k >= start, i} [(y_{k+1} - H(M(x_k)))_i^2 - R_ii]), the
+    innovation variance minus the observation error variance, averaged over
+    every observed entry: the variance of one-step forecasts from ``states``
+    (``(K + 1, n)``, row 0 = initial; ``observations[k]`` verifies row k + 1)
+    in observation units — state units for point observations. It includes
+    the error of ``states`` propagated one step, so it bounds the model error
+    from above (Desroziers et al. 2005 style innovation diagnostic).
+    """
+    K = len(observations)
+    if not 0 <= start < K:
+        raise ValueError(f"forecast_error_std: start must lie in [0, {K}), got {start}")
+    total, var, count = 0.0, 0.0, 0
+    with torch.no_grad():
+        forecasts = model.step(states[start:K])
+        for j, k in enumerate(range(start, K)):
+            obs = observations[k].valid()
+            if obs.p == 0:
+                continue
+            r = obs.y.to(forecasts) - obs.H(forecasts[j])
+            total += float((r * r).sum())
+            var += float(obs.error.variance.to(forecasts).expand(obs.p).sum())
+            count += obs.p
+    return math.sqrt(max(total - var, 0.0) / max(count, 1))
+
+
 @dataclass
 class LoopStep:
     """One DA–ML iteration: the fit, the analyses it led to and their scores."""
@@ -182,6 +236,8 @@ class LoopStep:
     obs_score: float
     rmse_a: float = math.nan
     diverged_at: int | None = None
+    #: std of the additive model noise used in this iteration's DA (0: deterministic)
+    model_noise: float = 0.0
 
 
 @dataclass
@@ -211,6 +267,11 @@ def da_ml_loop(
     burn_in: int = 0,
     score_lead: int = 4,
     fit_kwargs: dict[str, Any] | None = None,
+    first_fit_kwargs: dict[str, Any] | None = None,
+    model_noise: float | str | None = None,
+    noise_scale: float = 1.0,
+    weight_by_spread: bool = False,
+    spread_floor: float = 0.01,
     seed: int = 0,
 ) -> LoopResult:
     """Alternate training on analyses and assimilation with the trained surrogate (Brajard et al. 2020).
@@ -224,6 +285,18 @@ def da_ml_loop(
     (forecasts of ``score_lead`` cycles) use it. The loop stops after ``max_iterations`` or when the score has not
     improved for ``patience`` iterations; the best surrogate is returned.
     ``truth`` (optional, twin experiments) only adds ``rmse_a`` to the history.
+    ``fit_kwargs`` go to every :func:`~hybrida.learn.train.fit`, updated by
+    ``first_fit_kwargs`` for iteration 0 (e.g. more epochs from scratch).
+
+    Model error in the DA step: ``model_noise=None`` assimilates with the
+    deterministic surrogate; a number is the std sigma_m of additive Gaussian
+    noise per step (:class:`~hybrida.models.noisy.NoisyModel`); ``"innovation"`` sets sigma_m =
+    ``noise_scale`` x :func:`forecast_error_std` of the surrogate's one-step
+    forecasts from the current archive over the validation cycles, re-estimated
+    every iteration. Noise draws are seeded from ``seed``.
+    ``weight_by_spread``: fits after iteration 0 weight each target entry by
+    1 / (sigma_a^2 + ``spread_floor``), sigma_a the analysis ensemble std
+    (Brajard et al.'s code).
     """
     K = len(observations)
     if K < 10:
@@ -234,6 +307,18 @@ def da_ml_loop(
         raise ValueError(
             f"da_ml_loop: max_iterations must be an integer >= 1, got {max_iterations}"
         )
+    fixed = model_noise is not None and model_noise != "innovation"
+    if fixed and (
+        isinstance(model_noise, str)
+        or not (math.isfinite(float(model_noise)) and float(model_noise) >= 0)
+    ):
+        raise ValueError(
+            f"da_ml_loop: model_noise must be None, a number >= 0 or 'innovation', got {model_noise!r}"
+        )
+    if not (math.isfinite(noise_scale) and noise_scale >= 0):
+        raise ValueError(f"da_ml_loop: noise_scale must be a finite number >= 0, got {noise_scale}")
+    if not (math.isfinite(spread_floor) and spread_floor > 0):
+        raise ValueError(f"da_ml_loop: spread_floor must be a finite number > 0, got {spread_floor}")
     cut = K + 1 - max(2, round(valid_fraction * (K + 1)))
     weights = None
     if first_guess is None:
@@ -258,6 +343,7 @@ def da_ml_loop(
     for it in range(int(max_iterations)):
         w_train = None if weights is None else weights[:cut]
         w_valid = None if weights is None else weights[cut:]
+        kwargs = {**fit_kwargs, **(first_fit_kwargs or {})} if it == 0 else fit_kwargs
         result = fit(
             surrogate,
             archive[:cut],
@@ -266,12 +352,19 @@ def da_ml_loop(
             valid_weights=w_valid,
             seed=seed + it,
             description=f"DA-ML iteration {it}",
-            **fit_kwargs,
+            **kwargs,
         )
         weights = None  # later iterations train on complete analyses
         generator = torch.Generator().manual_seed(seed + 1000 + it)
+        if model_noise == "innovation":
+            sigma_m = noise_scale * forecast_error_std(surrogate, archive, observations, start=cut)
+        else:
+            sigma_m = 0.0 if model_noise is None else float(model_noise)
+        forecaster: Model = surrogate
+        if sigma_m > 0:
+            forecaster = NoisyModel(surrogate, sigma_m, torch.Generator().manual_seed(seed + 3000 + it))
         ana = assimilate(
-            surrogate,
+            forecaster,
             make_method(),
             archive[0],
             observations,
@@ -283,7 +376,7 @@ def da_ml_loop(
         score = observation_score(surrogate, ana.mean, observations, start=cut, lead=score_lead)
         if ana.diverged_at is not None:
             score = math.inf
-        steps.append(LoopStep(it, result, score, ana.rmse_a, ana.diverged_at))
+        steps.append(LoopStep(it, result, score, ana.rmse_a, ana.diverged_at, sigma_m))
         if score < best_score:
             best, best_score, best_iter, stale = copy.deepcopy(surrogate), score, it, 0
             best_analyses = ana.mean
@@ -291,7 +384,10 @@ def da_ml_loop(
             stale += 1
             if stale >= patience:
                 break
-        archive = ana.mean if ana.diverged_at is None else archive
+        if ana.diverged_at is None:
+            archive = ana.mean
+            if weight_by_spread and ana.std is not None:
+                weights = 1.0 / (ana.std**2 + spread_floor)
     if best is None:  # every iteration diverged: return the last surrogate, flagged by its scores
         best, best_analyses = surrogate, archive
     return LoopResult(best, best_iter, steps, best_analyses, first_rmse)

@@ -8,6 +8,7 @@ from hybrida.models.linearize import adjoint, jacobian, tangent_linear, tangent_
 from hybrida.models.lorenz63 import Lorenz63
 from hybrida.models.lorenz96 import Lorenz96
 from hybrida.models.lorenz96_two_scale import Lorenz96TwoScale
+from hybrida.models.noisy import NoisyModel
 
 __all__ = [
     "KuramotoSivashinsky",
@@ -15,6 +16,7 @@ __all__ = [
     "Lorenz96",
     "Lorenz96TwoScale",
     "Model",
+    "NoisyModel",
     "ODEModel",
     "adjoint",
     "jacobian",

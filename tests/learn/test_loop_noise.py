@@ -1,0 +1,124 @@
+"""Model error in the DA–ML loop: innovation estimate of the model noise, analysis spread, seeded loop."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from hybrida.assimilation.ensemble.etkf import ETKF
+from hybrida.experiment.twin import make_twin
+from hybrida.learn.loop import assimilate, da_ml_loop, forecast_error_std
+from hybrida.learn.surrogate import ResidualCNN, SurrogateModel
+from hybrida.models.base import Model
+from hybrida.models.lorenz96 import Lorenz96
+from hybrida.models.noisy import NoisyModel
+from hybrida.observations.networks import RandomSubsetObs
+
+
+class Persistence(Model):
+    """x_{k+1} = x_k: makes one-step forecast errors known in closed form."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.dt = n, 0.05
+
+    def step(self, x, t=0.0):
+        return x.clone()
+
+
+@pytest.fixture(scope="module")
+def twin():
+    model = Lorenz96(n=20, F=8.0)
+    net = RandomSubsetObs(n=20, p=0.5, std=0.5)
+    return model, make_twin(model, net, model.initial_state(), 120, torch.Generator().manual_seed(0))
+
+
+def test_forecast_error_std_closed_form_with_noise_free_values(twin):
+    _, tw = twin
+    # observations carry the exact truth values but declare sigma_o = 0.5: the
+    # estimate is sqrt(mean (x_{k+1} - x_k)^2 - 0.25) over observed entries
+    obs = []
+    for k, o in enumerate(tw.observations):
+        o = copy.copy(o)
+        o.y = o.H(tw.truth[k + 1])
+        obs.append(o)
+    num, cnt = 0.0, 0
+    for k in range(30, len(obs)):
+        r = obs[k].y - obs[k].H(tw.truth[k])
+        num += float((r * r).sum())
+        cnt += obs[k].p
+    expected = math.sqrt(max(num / cnt - 0.25, 0.0))
+    got = forecast_error_std(Persistence(20), tw.truth, obs, start=30)
+    assert got == pytest.approx(expected, rel=1e-12)
+    assert got > 0.5
+    with pytest.raises(ValueError, match="start"):
+        forecast_error_std(Persistence(20), tw.truth, obs, start=len(obs))
+
+
+def test_forecast_error_std_is_small_for_the_true_model(twin):
+    model, tw = twin
+    # forecasts from the truth with the true model: innovations are pure obs noise
+    assert forecast_error_std(model, tw.truth, tw.observations) < 0.15
+    assert forecast_error_std(Lorenz96(n=20, F=16.0), tw.truth, tw.observations) > 0.3
+
+
+def test_assimilate_returns_the_analysis_spread(twin):
+    model, tw = twin
+    ana = assimilate(
+        NoisyModel(model, 0.1, torch.Generator().manual_seed(3)),
+        ETKF(N=10, infl=1.0),
+        tw.truth[0],
+        tw.observations[:40],
+        initial_std=0.5,
+        generator=torch.Generator().manual_seed(1),
+    )
+    assert ana.std.shape == (41, 20)
+    torch.testing.assert_close(ana.std[0], torch.full((20,), 0.5, dtype=ana.std.dtype))
+    assert bool((ana.std[1:] > 0).all()) and bool((ana.std[1:] < 1.0).all())
+
+
+def _loop(tw, **kwargs):
+    def make_surrogate(archive):
+        return SurrogateModel.from_trajectory(ResidualCNN(channels=8, blocks=1, seed=0), archive, dt=0.05)
+
+    return da_ml_loop(
+        make_surrogate,
+        lambda: ETKF(N=10, infl=1.1),
+        tw.observations,
+        20,
+        truth=tw.truth,
+        max_iterations=2,
+        patience=2,
+        burn_in=20,
+        fit_kwargs={"epochs": 2, "batch_size": 32, "lr": 1e-3},
+        first_fit_kwargs={"epochs": 3},
+        **kwargs,
+    )
+
+
+def test_loop_with_estimated_model_noise_is_seeded_and_records_it(twin):
+    _, tw = twin
+    a = _loop(tw, model_noise="innovation", noise_scale=0.5, weight_by_spread=True, seed=4)
+    b = _loop(tw, model_noise="innovation", noise_scale=0.5, weight_by_spread=True, seed=4)
+    assert [s.model_noise for s in a.steps] == [s.model_noise for s in b.steps]
+    assert all(s.model_noise > 0 for s in a.steps)
+    assert a.steps[0].fit.epochs_run == 3 and a.steps[1].fit.epochs_run == 2
+    torch.testing.assert_close(a.analyses, b.analyses, rtol=0, atol=0)
+    fixed = _loop(tw, model_noise=0.2, seed=4)
+    assert [s.model_noise for s in fixed.steps] == [0.2, 0.2]
+    off = _loop(tw, seed=4)
+    assert all(s.model_noise == 0.0 for s in off.steps)
+
+
+def test_loop_rejects_bad_noise_settings(twin):
+    _, tw = twin
+    with pytest.raises(ValueError, match="model_noise"):
+        da_ml_loop(lambda a: None, lambda: None, tw.observations, 20, model_noise="huge")
+    with pytest.raises(ValueError, match="model_noise"):
+        da_ml_loop(lambda a: None, lambda: None, tw.observations, 20, model_noise=-0.1)
+    with pytest.raises(ValueError, match="noise_scale"):
+        da_ml_loop(lambda a: None, lambda: None, tw.observations, 20, noise_scale=math.nan)
+    with pytest.raises(ValueError, match="spread_floor"):
+        da_ml_loop(lambda a: None, lambda: None, tw.observations, 20, spread_floor=0.0)
