@@ -8,7 +8,8 @@ that never sees the physical model; a network trained on it; and an
 evaluation on a later, independent test period: forecast valid time (also in
 Lyapunov times), leading Lyapunov exponent, spatial power spectrum, tangent-
 linear/adjoint checks, and the analysis RMSE of the same DA method run with
-the surrogate and with the true model on the same new observations.
+the surrogate and with the true model on the same new observations — optionally
+with additive model noise on the surrogate's forecasts (``evaluation.model_noise``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from hybrida.learn.pipeline_config import (
 )
 from hybrida.learn.surrogate import SurrogateModel
 from hybrida.learn.train import fit
+from hybrida.models.base import Model
+from hybrida.models.noisy import NoisyModel
 
 __all__ = [
     "DESCRIPTIONS",
@@ -49,6 +52,7 @@ __all__ = [
     "run_surrogate_experiment",
     "summary_rows",
     "table_markdown",
+    "validation_model_noise",
     "write_outputs",
 ]
 
@@ -80,6 +84,31 @@ def _finite(v: float) -> float:
     return float(v) if math.isfinite(float(v)) else math.nan
 
 
+def validation_model_noise(
+    model: Model, archive: torch.Tensor, spread: torch.Tensor | None = None
+) -> float:
+    """A truth-free model-noise std: one-step RMS error on archive pairs minus the analysis spread.
+
+    sigma_m^2 = max(0, mean_{k,i} (M(a_k) - a_{k+1})_i^2 - mean_{k,i} s_{k+1,i}^2) over the
+    consecutive rows of ``archive`` ``(T, n)`` (held-out analyses, one model step apart), ``s``
+    = ``spread`` ``(T, n)`` the analysis ensemble std (None: 0, e.g. a true trajectory). The
+    pairs' differences hold the analysis errors as well as the model error; subtracting the
+    spread removes the (estimated) error of the verifying analysis.
+    """
+    if archive.ndim != 2 or archive.shape[0] < 2:
+        raise ValueError(
+            f"validation_model_noise: archive must be (T >= 2, n), got {tuple(archive.shape)}"
+        )
+    if spread is not None and spread.shape != archive.shape:
+        raise ValueError("validation_model_noise: spread must have the archive's shape")
+    with torch.no_grad():
+        err = model.step(archive[:-1]) - archive[1:]
+    var = float((err.double() ** 2).mean())
+    if spread is not None:
+        var -= float((spread[1:].double() ** 2).mean())
+    return math.sqrt(max(var, 0.0))
+
+
 def run_surrogate_experiment(
     config: SurrogateExperimentConfig,
     out_dir: str | Path | None = None,
@@ -103,6 +132,7 @@ def _run(config, exp_cfg, out_dir, progress, plots) -> dict[str, Any]:
     walls: dict[str, float] = {}
     t_all = time.perf_counter()
     tr, ev = config.training, config.evaluation
+    sigma_m = float(ev.model_noise) if isinstance(ev.model_noise, (int, float)) else 0.0
 
     # 1. twin over training + test periods
     t0 = time.perf_counter()
@@ -197,6 +227,7 @@ def _run(config, exp_cfg, out_dir, progress, plots) -> dict[str, Any]:
         fitres = best.fit
         archive = res.analyses
     else:
+        spread = None
         if config.source == "truth":
             archive = train_truth[burn:]
         else:
@@ -215,6 +246,7 @@ def _run(config, exp_cfg, out_dir, progress, plots) -> dict[str, Any]:
             summary["reanalysis_rmse_a"] = rea.rmse_a
             summary["reanalysis_diverged_at"] = rea.diverged_at
             archive = rea.mean[burn:]
+            spread = None if rea.std is None else rea.std[burn:]
         walls["archive"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         say(f"training {config.network.name} on {archive.shape[0]} states ({config.source})")
@@ -225,6 +257,10 @@ def _run(config, exp_cfg, out_dir, progress, plots) -> dict[str, Any]:
         fitres = fit(
             surrogate, archive[:cut], archive[cut:], seed=tr.seed, description="fit", **fit_kwargs
         )
+        if ev.model_noise == "validation":
+            sigma_m = validation_model_noise(
+                surrogate, archive[cut:], None if spread is None else spread[cut:]
+            )
     walls["train"] = time.perf_counter() - t0
     summary |= {
         "n_parameters": sum(p.numel() for p in surrogate.net.parameters()),
@@ -244,7 +280,14 @@ def _run(config, exp_cfg, out_dir, progress, plots) -> dict[str, Any]:
         f"evaluation: {exp_cfg.method.name} with the surrogate and with the true model, {ev.test_cycles} cycles"
     )
     runs = {}
-    for label, m, spc in (("surrogate", surrogate, 1), ("model", model, every)):
+    # an imperfect surrogate as a stochastic model: x_{k+1} = Phi(x_k) + sigma_m eta_k (Brajard et al. 2020)
+    forecaster: Model = surrogate
+    if sigma_m > 0:
+        forecaster = NoisyModel(
+            surrogate, sigma_m, torch.Generator().manual_seed(analysis_seed + 2)
+        )
+    summary["model_noise"] = sigma_m
+    for label, m, spc in (("surrogate", forecaster, 1), ("model", model, every)):
         runs[label] = assimilate(
             m,
             _make_method(exp_cfg.method, archive, "experiment.method.params"),
@@ -379,6 +422,7 @@ def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
         ("DA rmse_a, test period", f(s.get("rmse_a_surrogate")), f(s.get("rmse_a_model"))),
         ("rmse_a ratio (target <= 1.15)", f(s.get("rmse_ratio")), ""),
         ("ratio of time-median rmse_a", f(s.get("rmse_ratio_median")), ""),
+        ("model noise std in the surrogate DA", f(s.get("model_noise")), ""),
         (
             "TL Taylor slope / adjoint error",
             f"{f(s.get('taylor_slope'))} / {f(s.get('adjoint_error'), 2)}",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -153,6 +154,24 @@ class EvaluationConfig(_Strict):
     free_run_cycles: int | None = Field(
         None, ge=10, description="free-run length for spectra (default test_cycles)"
     )
+    model_noise: float | Literal["validation"] | None = Field(
+        None,
+        description="additive model noise std per step and variable in the DA with the surrogate: "
+        "null (deterministic surrogate), a number >= 0, or 'validation' (one-step RMS error on the "
+        "held-out archive pairs minus the analysis spread, floored at 0; truth/reanalysis sources)",
+    )
+
+    @field_validator("model_noise", mode="before")
+    @classmethod
+    def _noise(cls, v: Any) -> Any:
+        ok = v is None or v == "validation"
+        if not ok and isinstance(v, (int, float)) and not isinstance(v, bool):
+            ok = math.isfinite(v) and v >= 0
+        if not ok:
+            raise ValueError(
+                f"evaluation.model_noise: must be null, a number >= 0 or 'validation', got {v!r}"
+            )
+        return v
 
 
 class SurrogateExperimentConfig(_Strict):
@@ -193,6 +212,11 @@ class SurrogateExperimentConfig(_Strict):
             )
         if self.evaluation.burn_in_cycles >= self.evaluation.test_cycles:
             raise ValueError("evaluation.burn_in_cycles: must be < evaluation.test_cycles")
+        if self.evaluation.model_noise == "validation" and self.source == "loop":
+            raise ValueError(
+                "evaluation.model_noise: 'validation' needs the archive's analysis spread, which "
+                "source 'loop' does not keep; give a number or null"
+            )
         self.make_network(build_model(exp).n)
         return self
 
