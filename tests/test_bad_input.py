@@ -18,6 +18,7 @@ from hybrida.observations import IdentityObs
 METHOD_PARAMS = {
     "enkf": {"N": 10},
     "etkf": {"N": 10},
+    "enkf_n": {"N": 10},
     "denkf": {"N": 10},
     "letkf": {"N": 10, "loc_rad": 4.0},
     "3dvar": {"xB": 0.1},

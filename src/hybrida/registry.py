@@ -18,6 +18,7 @@ MODELS: dict[str, str] = {
 METHODS: dict[str, str] = {
     "enkf": "hybrida.assimilation.ensemble.enkf:EnKF",
     "etkf": "hybrida.assimilation.ensemble.etkf:ETKF",
+    "enkf_n": "hybrida.assimilation.ensemble.enkf_n:EnKFN",
     "denkf": "hybrida.assimilation.ensemble.denkf:DEnKF",
     "letkf": "hybrida.assimilation.ensemble.letkf:LETKF",
     "3dvar": "hybrida.assimilation.variational.threedvar:ThreeDVar",

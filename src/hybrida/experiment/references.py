@@ -82,6 +82,7 @@ ROWS: list[ReferenceRow] = [
     ReferenceRow("lorenz96/sakov2008", "ekf", {"infl": 10.0}, 0.24, _L96),
     ReferenceRow("lorenz96/sakov2008", "enkf", {"N": 40, "infl": 1.06}, 0.22, _L96),
     ReferenceRow("lorenz96/sakov2008", "etkf", {"N": 28, "infl": 1.02}, 0.18, _L96),
+    ReferenceRow("lorenz96/sakov2008", "enkf_n", {"N": 24, "rot": True}, 0.21, _L96 + "; EnKF_N comment"),
     ReferenceRow("lorenz96/sakov2008", "denkf", {"N": 40, "infl": 1.01}, 0.18, _L96),
     ReferenceRow("lorenz96/sakov2008", "letkf", {"N": 7, "infl": 1.04, "loc_rad": 4.0}, 0.22, _L96),
     ReferenceRow("lorenz96/sakov2008", "letkf", {"N": 10, "infl": 1.02, "loc_rad": 4.0}, 0.21, _L96),
