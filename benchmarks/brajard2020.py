@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from hybrida.assimilation.ensemble.enkf_n import EnKFN
 from hybrida.assimilation.ensemble.etkf import ETKF
 from hybrida.experiment.twin import make_twin
 from hybrida.learn.diagnostics import (
@@ -60,9 +61,9 @@ except ImportError:  # run from the repository root as a module
     from benchmarks.docsection import write_section
 
 
-def make_method() -> ETKF:
-    """ETKF N=30 with adaptive inflation: tolerant of the surrogate's model error."""
-    return ETKF(N=30, infl=1.0, adaptive=True)
+def make_method(name: str = "etkf") -> ETKF | EnKFN:
+    """N=30: ETKF with adaptive inflation (tolerant of the surrogate's model error) or EnKF-N (the paper's)."""
+    return EnKFN(N=30) if name == "enkf_n" else ETKF(N=30, infl=1.0, adaptive=True)
 
 
 def skill(surrogate, test_truth: Tensor, lead: int, n_starts: int, thresholds=(0.5, 0.3)) -> dict:
@@ -91,12 +92,12 @@ def run_density(p: float, args, sources: list[str]) -> list[dict]:
     obs_test, truth_test = tw.observations[K:], tw.truth[K:]
     rows = []
     base = assimilate(
-        model, make_method(), truth_test[0], obs_test, truth=truth_test, burn_in=50,
+        model, make_method(args.method), truth_test[0], obs_test, truth=truth_test, burn_in=50,
         initial_std=1.0, generator=torch.Generator().manual_seed(7),
     )
     for source in sources:
         t0 = time.perf_counter()
-        info: dict = {"p": p, "source": source, "train_cycles": args.train}
+        info: dict = {"p": p, "source": source, "train_cycles": args.train, "method": args.method}
         fit_kw = {
             "epochs": args.epochs, "rollout": args.rollout, "batch_size": 128, "lr": 2e-3,
             "lr_schedule": "plateau", "patience": 6, "progress": False,
@@ -105,7 +106,7 @@ def run_density(p: float, args, sources: list[str]) -> list[dict]:
         if source == "loop":
             res = da_ml_loop(
                 lambda a: SurrogateModel.from_trajectory(BrajardCNN(seed=args.seed), a, dt=model.dt),
-                make_method, obs_train, 40, truth=truth_train, max_iterations=args.iterations,
+                lambda: make_method(args.method), obs_train, 40, truth=truth_train, max_iterations=args.iterations,
                 patience=args.patience, burn_in=50, fit_kwargs=fit_kw, seed=args.seed,
                 interpolate=args.interpolate,
                 first_fit_kwargs={"epochs": args.first_epochs} if args.first_epochs else None,
@@ -128,7 +129,7 @@ def run_density(p: float, args, sources: list[str]) -> list[dict]:
                 info["train_rmse"] = 0.0
             else:
                 ana = assimilate(
-                    model, make_method(), truth_train[0], obs_train, truth=truth_train, burn_in=50,
+                    model, make_method(args.method), truth_train[0], obs_train, truth=truth_train, burn_in=50,
                     initial_std=1.0, generator=torch.Generator().manual_seed(3),
                 )
                 archive = ana.mean
@@ -141,7 +142,7 @@ def run_density(p: float, args, sources: list[str]) -> list[dict]:
         with torch.no_grad():
             info["lyapunov"] = leading_lyapunov(sur, truth_test[0], n_steps=1500)
         da = assimilate(
-            sur, make_method(), truth_test[0], obs_test, truth=truth_test, burn_in=50,
+            sur, make_method(args.method), truth_test[0], obs_test, truth=truth_test, burn_in=50,
             initial_std=1.0, generator=torch.Generator().manual_seed(7),
         )
         info["da_rmse_surrogate"] = da.rmse_a
@@ -159,11 +160,12 @@ def _noise_arg(value: str | None) -> float | str | None:
 
 
 def _label(r: dict) -> str:
+    da = ", EnKF-N" if r.get("method") == "enkf_n" else ""
     if r["source"] != "loop":
-        return r["source"]
+        return r["source"] + da
     noise = r.get("model_noise")
     noise = "none" if noise in (None, "none") else noise
-    return f"loop, σm {noise}, {r['iterations']} it (best {r.get('best_iteration', '-')})"
+    return f"loop{da}, σm {noise}, {r['iterations']} it (best {r.get('best_iteration', '-')})"
 
 
 def table(rows: list[dict], args) -> str:
@@ -225,6 +227,7 @@ def main() -> None:
     ap.add_argument("--lead", type=int, default=200)
     ap.add_argument("--starts", type=int, default=60)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--method", default="etkf", choices=["etkf", "enkf_n"], help="DA filter (N=30)")
     ap.add_argument(
         "--sources", nargs="+", default=["reanalysis"], choices=["reanalysis", "loop", "truth"],
         help="training sources to run for every density",
