@@ -18,31 +18,18 @@ RMSE of every cycle, its mean after burn-in, the wall time and s/cycle.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
-import platform
 import sys
 import time
 
 import numpy as np
+from dapper_side_common import import_dapper, side_main
 
 
 def _import_dapper():
-    # DAPPER prints a liveplotting warning on import with the Agg backend; keep
-    # stdout clean for the caller.
-    import matplotlib
+    dapper, da, modelling = import_dapper()
+    from dapper.mods.Lorenz96 import step
+    from dapper.tools.localization import nd_Id_localization
 
-    matplotlib.use("Agg")
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        import dapper
-        import dapper.da_methods as da
-        import dapper.mods as modelling
-        import dapper.tools.progressbar as pb
-        from dapper.mods.Lorenz96 import step
-        from dapper.tools.localization import nd_Id_localization
-    pb.disable_progbar = True
-    pb.disable_user_interaction = True
     return dapper, da, modelling, step, nd_Id_localization
 
 
@@ -126,25 +113,7 @@ def run_case(mods, case):
 
 
 def main(argv):
-    cases_path, out_path = argv[1], argv[2]
-    with open(cases_path) as f:
-        cases = json.load(f)
-    mods = _import_dapper()
-    results = {
-        "dapper_version": mods[0].__version__,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "cases": [],
-    }
-    for case in cases:
-        try:
-            results["cases"].append(run_case(mods, case))
-        except Exception as err:  # noqa: BLE001 - report it, go on with the other cases
-            results["cases"].append({"name": case["name"], "error": f"{type(err).__name__}: {err}"})
-        with open(out_path, "w") as f:  # written after each case: partial results survive
-            json.dump(results, f)
-        print(f"dapper_side: {case['name']} done", file=sys.stderr, flush=True)
-    return 0
+    return side_main(argv, run_case, _import_dapper(), "dapper_side", extra={"numpy": np.__version__})
 
 
 if __name__ == "__main__":

@@ -16,27 +16,15 @@ case; the method is ``iEnKS('Sqrt', N, Lag, nIter, wtol, infl, rot)``. Only
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
-import platform
 import sys
 import time
 
 import numpy as np
+from dapper_side_common import import_dapper, side_main
 
 
 def _import_dapper():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        import dapper
-        import dapper.da_methods as da
-        import dapper.mods as modelling
-        import dapper.tools.progressbar as pb
-    pb.disable_progbar = True
-    pb.disable_user_interaction = True
+    dapper, da, modelling = import_dapper()
     return dapper, da, modelling
 
 
@@ -93,20 +81,7 @@ def run_case(mods, case):
 
 
 def main(argv):
-    cases_path, out_path = argv[1], argv[2]
-    with open(cases_path) as f:
-        cases = json.load(f)
-    mods = _import_dapper()
-    results = {"dapper_version": mods[0].__version__, "python": platform.python_version(), "cases": []}
-    for case in cases:
-        try:
-            results["cases"].append(run_case(mods, case))
-        except Exception as err:  # noqa: BLE001 - report it, go on with the other cases
-            results["cases"].append({"name": case["name"], "error": f"{type(err).__name__}: {err}"})
-        with open(out_path, "w") as f:
-            json.dump(results, f)
-        print(f"ienks_dapper_side: {case['name']} done", file=sys.stderr, flush=True)
-    return 0
+    return side_main(argv, run_case, _import_dapper(), "ienks_dapper_side")
 
 
 if __name__ == "__main__":
