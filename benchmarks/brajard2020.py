@@ -112,12 +112,14 @@ def run_density(p: float, args, sources: list[str]) -> list[dict]:
                 first_fit_kwargs={"epochs": args.first_epochs} if args.first_epochs else None,
                 model_noise=_noise_arg(args.model_noise), noise_scale=args.noise_scale,
                 weight_by_spread=args.weight_by_spread,
+                smoother={"N": 30, "lag": args.smoother_lag, "infl": args.smoother_infl} if args.smoother_lag else None,
             )
             sur = res.surrogate
             info["train_rmse"] = res.steps[res.best_iteration].rmse_a
             info["iterations"] = len(res.steps)
             info["best_iteration"] = res.best_iteration
             info["model_noise"] = args.model_noise
+            info["smoother_lag"] = args.smoother_lag
             info["history"] = [
                 {"rmse_a": s.rmse_a, "sigma_m": s.model_noise, "obs_score": s.obs_score,
                  "epochs": s.fit.epochs_run}
@@ -165,6 +167,8 @@ def _label(r: dict) -> str:
         return r["source"] + da
     noise = r.get("model_noise")
     noise = "none" if noise in (None, "none") else noise
+    if r.get("smoother_lag"):
+        da = f", EnKS lag {r['smoother_lag']}"
     return f"loop{da}, σm {noise}, {r['iterations']} it (best {r.get('best_iteration', '-')})"
 
 
@@ -228,6 +232,8 @@ def main() -> None:
     ap.add_argument("--starts", type=int, default=60)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--method", default="etkf", choices=["etkf", "enkf_n"], help="DA filter (N=30)")
+    ap.add_argument("--smoother-lag", type=int, default=0, help="loop: train on EnKS (N=30) smoothed analyses")
+    ap.add_argument("--smoother-infl", type=float, default=1.05, help="loop: the EnKS inflation")
     ap.add_argument(
         "--sources", nargs="+", default=["reanalysis"], choices=["reanalysis", "loop", "truth"],
         help="training sources to run for every density",

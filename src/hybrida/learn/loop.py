@@ -30,6 +30,7 @@ from torch import Tensor
 
 from hybrida import metrics
 from hybrida.assimilation.base import AssimilationMethod, state_mean, state_members
+from hybrida.assimilation.ensemble.enks import enks
 from hybrida.cycle import FilterDiverged, run_cycle
 from hybrida.learn.surrogate import SurrogateModel
 from hybrida.learn.train import FitResult, fit
@@ -47,6 +48,7 @@ __all__ = [
     "interpolate_observations",
     "observation_mask",
     "observation_score",
+    "smooth",
 ]
 
 
@@ -168,6 +170,43 @@ def assimilate(
     return Reanalysis(mean, rmse, diverged, None if stds is None else torch.stack(stds))
 
 
+def smooth(
+    model: Model,
+    first: Tensor,
+    observations: Sequence[Observation],
+    *,
+    N: int,
+    lag: int,
+    infl: float = 1.0,
+    initial_std: float = 1.0,
+    truth: Tensor | None = None,
+    burn_in: int = 0,
+    generator: torch.Generator | None = None,
+) -> Reanalysis:
+    """Fixed-lag EnKS reanalysis with ``model``: smoothed means and spreads (a better training target).
+
+    The square-root EnKS of :func:`~hybrida.assimilation.ensemble.enks.enks`
+    (``lag`` cycles, multiplicative inflation ``infl``) from N members around
+    ``first``; each state is conditioned on the observations up to ``lag``
+    cycles after it. A non-finite ensemble counts as a divergence at the first
+    such cycle (the rows from there repeat the last finite mean).
+    """
+    if isinstance(N, bool) or int(N) < 2:
+        raise ValueError(f"smooth: N must be an integer >= 2, got {N}")
+    E0 = first + initial_std * torch.randn(int(N), first.shape[-1], generator=generator, dtype=first.dtype)
+    res = enks(model, E0, observations, 1, lag, infl=infl, generator=generator)
+    mean, std = res.smoothed.mean(-2), res.smoothed.std(-2)
+    bad = ~torch.isfinite(mean).all(-1)
+    diverged = int(bad.nonzero()[0]) if bool(bad.any()) else None
+    if diverged is not None:
+        mean[diverged:] = mean[diverged - 1]
+        std[diverged:] = std[diverged - 1]
+    rmse = math.nan
+    if truth is not None:
+        rmse = float(metrics.rmse(mean[1 + burn_in :], truth[1 + burn_in :]).mean())
+    return Reanalysis(mean, rmse, diverged, std)
+
+
 def observation_score(
     model: Model, analyses: Tensor, observations: Sequence[Observation], start: int = 0, lead: int = 1
 ) -> float:
@@ -272,6 +311,7 @@ def da_ml_loop(
     noise_scale: float = 1.0,
     weight_by_spread: bool = False,
     spread_floor: float = 0.01,
+    smoother: dict[str, Any] | None = None,
     seed: int = 0,
 ) -> LoopResult:
     """Alternate training on analyses and assimilation with the trained surrogate (Brajard et al. 2020).
@@ -294,6 +334,9 @@ def da_ml_loop(
     ``noise_scale`` x :func:`forecast_error_std` of the surrogate's one-step
     forecasts from the current archive over the validation cycles, re-estimated
     every iteration. Noise draws are seeded from ``seed``.
+    ``smoother``: ``{"N": .., "lag": .., "infl": ..}`` replaces the filter of
+    ``make_method`` by a fixed-lag EnKS (:func:`smooth`): smoothed analyses as
+    the next training targets.
     ``weight_by_spread``: fits after iteration 0 weight each target entry by
     1 / (sigma_a^2 + ``spread_floor``), sigma_a the analysis ensemble std
     (Brajard et al.'s code).
@@ -363,16 +406,22 @@ def da_ml_loop(
         forecaster: Model = surrogate
         if sigma_m > 0:
             forecaster = NoisyModel(surrogate, sigma_m, torch.Generator().manual_seed(seed + 3000 + it))
-        ana = assimilate(
-            forecaster,
-            make_method(),
-            archive[0],
-            observations,
-            initial_std=initial_std,
-            truth=truth,
-            burn_in=burn_in,
-            generator=generator,
-        )
+        if smoother is not None:
+            ana = smooth(
+                forecaster, archive[0], observations, **smoother, initial_std=initial_std,
+                truth=truth, burn_in=burn_in, generator=generator,
+            )
+        else:
+            ana = assimilate(
+                forecaster,
+                make_method(),
+                archive[0],
+                observations,
+                initial_std=initial_std,
+                truth=truth,
+                burn_in=burn_in,
+                generator=generator,
+            )
         score = observation_score(surrogate, ana.mean, observations, start=cut, lead=score_lead)
         if ana.diverged_at is not None:
             score = math.inf
