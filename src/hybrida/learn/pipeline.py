@@ -29,7 +29,7 @@ from hybrida.experiment.runner import torch_threads
 from hybrida.io.atomic import atomic_write
 from hybrida.io.results import write_summary
 from hybrida.learn import diagnostics as dg
-from hybrida.learn.loop import assimilate, da_ml_loop, interpolate_observations
+from hybrida.learn.loop import da_ml_loop, interpolate_observations
 from hybrida.learn.persist import save_surrogate
 from hybrida.learn.pipeline_config import (
     DESCRIPTIONS,
@@ -38,6 +38,7 @@ from hybrida.learn.pipeline_config import (
     load_surrogate_config,
     read_surrogate_source,
 )
+from hybrida.learn.reanalysis import assimilate
 from hybrida.learn.surrogate import SurrogateModel
 from hybrida.learn.train import fit
 from hybrida.models.base import Model
