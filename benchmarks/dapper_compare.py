@@ -57,7 +57,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dapper_venv import DAPPER_VERSION, DAPPER_VERSION_PY312, run_dapper
+from dapper_venv import DAPPER_VERSION, DAPPER_VERSION_PY312, run_dapper, section_footer
 from docsection import DOC, write_section
 from l96_cases import DT, OBS_VAR, Case, F, make_cases, prepare_data
 
@@ -222,13 +222,7 @@ def build_table(cases: list[Case], meta: dict, notes: list[str]) -> str:
             f"| {_fmt(speed, '.1f') + '×' if speed else '—'} | {_s(hf)} | {c.target} | {met} |"
         )
     lines.append("")
-    for c in cases:
-        for side in ("dapper", "hybrida"):
-            err = c.result.get(side, {}).get("error")
-            if err:
-                notes.append(f"{c.name}, {side}: {err}")
-    lines += [f"- {k}: {v}" for k, v in meta.items()]
-    lines += [f"- **Note:** {n}" for n in notes]
+    lines += section_footer(cases, meta, notes)
     return "\n".join(lines)
 
 

@@ -225,3 +225,17 @@ def run_dapper(cases: list[Case], tmp: Path, args) -> tuple[dict | None, str]:
         flush=True,
     )
     return res, ""
+
+
+def section_footer(cases, meta: dict, notes: list[str]) -> list[str]:
+    """Closing lines of a hybrida-vs-DAPPER docs section: the meta items, then the notes.
+
+    A case whose ``result[side]`` holds an ``error`` (side "dapper" or "hybrida")
+    adds it to ``notes`` first, so a failed run is reported, not hidden.
+    """
+    for c in cases:
+        for side in ("dapper", "hybrida"):
+            err = c.result.get(side, {}).get("error")
+            if err:
+                notes.append(f"{c.name}, {side}: {err}")
+    return [f"- {k}: {v}" for k, v in meta.items()] + [f"- **Note:** {n}" for n in notes]

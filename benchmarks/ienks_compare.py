@@ -45,7 +45,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dapper_venv import find_dapper_python, run_side
+from dapper_venv import find_dapper_python, run_side, section_footer
 from docsection import DOC, write_section
 
 HERE = Path(__file__).resolve().parent
@@ -243,13 +243,7 @@ def build_table(cases: list[Case], meta: dict, notes: list[str]) -> str:
             f"| {_ms(ds)} | {_ms(hs)} | {_ms(h.get('filter_s_per_cycle'))} | {ratio} | {c.target} |"
         )
     lines.append("")
-    for c in cases:
-        for side in ("dapper", "hybrida"):
-            err = c.result.get(side, {}).get("error")
-            if err:
-                notes.append(f"{c.name}, {side}: {err}")
-    lines += [f"- {k}: {v}" for k, v in meta.items()]
-    lines += [f"- **Note:** {n}" for n in notes]
+    lines += section_footer(cases, meta, notes)
     return "\n".join(lines)
 
 

@@ -139,26 +139,20 @@ def test_smoothed_reanalysis_beats_the_filter_and_is_seeded(twin):
         generator=torch.Generator().manual_seed(1),
         **kw,
     )
-    a = smooth(
-        model,
-        tw.truth[0],
-        tw.observations,
-        N=10,
-        lag=5,
-        infl=1.02,
-        generator=torch.Generator().manual_seed(1),
-        **kw,
-    )
-    b = smooth(
-        model,
-        tw.truth[0],
-        tw.observations,
-        N=10,
-        lag=5,
-        infl=1.02,
-        generator=torch.Generator().manual_seed(1),
-        **kw,
-    )
+
+    def run():
+        return smooth(
+            model,
+            tw.truth[0],
+            tw.observations,
+            N=10,
+            lag=5,
+            infl=1.02,
+            generator=torch.Generator().manual_seed(1),
+            **kw,
+        )
+
+    a, b = run(), run()
     assert a.diverged_at is None and a.mean.shape == a.std.shape == (len(tw.observations) + 1, 20)
     assert a.rmse_a < 0.9 * filt.rmse_a  # each state also sees 5 later cycles of observations
     torch.testing.assert_close(a.mean, b.mean, rtol=0, atol=0)
