@@ -160,8 +160,19 @@ def test_smoothed_reanalysis_beats_the_filter_and_is_seeded(twin):
         smooth(model, tw.truth[0], tw.observations, N=1, lag=5)
 
 
-def test_loop_with_a_smoother_trains_on_smoothed_analyses(twin):
+def test_loop_with_a_smoother_trains_on_smoothed_analyses(twin, monkeypatch):
+    import hybrida.learn.loop as loop_module
+
     _, tw = twin
+    calls = []
+
+    def spy(*args, **kwargs):
+        out = smooth(*args, **kwargs)
+        calls.append((kwargs, out.mean))
+        return out
+
+    monkeypatch.setattr(loop_module, "smooth", spy)
     res = _loop(tw, smoother={"N": 10, "lag": 4, "infl": 1.1}, seed=4)
-    assert len(res.steps) == 2 and all(math.isfinite(s.rmse_a) for s in res.steps)
-    assert res.analyses.shape == (len(tw.observations) + 1, 20)
+    assert len(calls) == len(res.steps) == 2  # every iteration's DA is the EnKS, none the filter
+    assert all(kw["N"] == 10 and kw["lag"] == 4 and kw["infl"] == 1.1 for kw, _ in calls)
+    torch.testing.assert_close(res.analyses, calls[res.best_iteration][1], rtol=0, atol=0)
