@@ -84,3 +84,27 @@ def test_enkf_batched_and_nan():
         torch.eye(n, dtype=F64), torch.full((n,), float("nan"), dtype=F64), torch.ones(n, dtype=F64)
     )
     assert torch.equal(EnKF(N).analyse(E, nan_obs), E)
+
+
+@pytest.mark.parametrize("rescale", [True, False])
+def test_enkf_perturbation_rescaling(rescale):
+    # one scalar variable observed directly: the analysis spread tells the perturbations' variance
+    N, reps = 5, 4000
+    g = torch.Generator().manual_seed(9)
+    E = torch.randn(reps, N, 1, generator=g, dtype=F64)
+    E = (E - E.mean(-2, keepdim=True)) / E.std(-2, keepdim=True)  # prior sample variance exactly 1
+    R = 1.0
+    obs = linear_obs(torch.eye(1, dtype=F64), torch.zeros(1, dtype=F64), torch.full((1,), R, dtype=F64))
+    Ea = EnKF(N, rescale=rescale).analyse(E, obs, generator=torch.Generator().manual_seed(10))
+    var_a = float(Ea.var(-2).mean())
+    # K = 1/2; var_a = (1-K)^2 * 1 + K^2 * c R with c = N/(N-1) (rescaled) or 1 (centred, unbiased)
+    c = N / (N - 1) if rescale else 1.0
+    expected = 0.25 + 0.25 * c * R
+    assert var_a == pytest.approx(expected, rel=0.02)
+    other = 0.25 + 0.25 * (1.0 if rescale else N / (N - 1)) * R
+    assert abs(var_a - other) > 0.02 * other  # the two conventions differ by more than the tolerance
+
+
+def test_enkf_rescale_must_be_bool():
+    with pytest.raises(ValueError, match="rescale"):
+        EnKF(10, rescale="yes")

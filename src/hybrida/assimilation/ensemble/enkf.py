@@ -39,11 +39,35 @@ class EnKF(EnsembleMethod):
     The perturbations come from ``obs.error.sample`` with the given generator
     and are centred over the members, so the analysis mean is the Kalman mean
     of the prior sample (common practice; e.g. Evensen 2003, sec. 4.3).
+    Centring shrinks each member's perturbation variance to (N-1)/N R;
+    ``rescale=True`` (default) multiplies them by sqrt(N/(N-1)) to restore R
+    per member, as DAPPER's ``EnKF('PertObs')`` does (its ``mean0``), the
+    convention the published L63/L96 rows were tuned with (their sample
+    covariance with the 1/(N-1) normalisation is then N/(N-1) R; with
+    ``rescale=False`` it is R, unbiased).
     """
+
+    def __init__(
+        self,
+        N: int,
+        infl: float = 1.0,
+        rtps: float = 0.0,
+        rtpp: float = 0.0,
+        adaptive: bool = False,
+        rot: bool = False,
+        rescale: bool = True,
+    ):
+        super().__init__(N, infl=infl, rtps=rtps, rtpp=rtpp, adaptive=adaptive, rot=rot)
+        if not isinstance(rescale, bool):
+            raise ValueError(f"EnKF: rescale must be True or False, got {rescale!r}")  # noqa: TRY004
+        self.rescale = rescale
 
     def _update(self, E: Tensor, obs: Observation, generator: torch.Generator | None) -> Tensor:
         S, _, HE = observed_anomalies(E, obs)
         e = obs.error.sample((*E.shape[:-1],), generator).to(E)
         e = e - e.mean(-2, keepdim=True)
+        if self.rescale:
+            N = E.shape[-2]
+            e = e * math.sqrt(N / (N - 1))
         D = obs.error.whiten(obs.y.to(E) + e - HE)
         return enkf_analysis(E, S, D)
