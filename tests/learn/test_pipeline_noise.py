@@ -113,3 +113,30 @@ def test_validation_setting_uses_the_estimate_of_the_held_out_archive(monkeypatc
     assert s["model_noise"] > 0
     noisy = [m for m in seen if isinstance(m, NoisyModel)]
     assert len(noisy) == 1 and float(noisy[0].std) == pytest.approx(s["model_noise"], rel=1e-12)
+
+
+@pytest.mark.parametrize("value, expected", [(None, None), (0.1, 0.1), ("innovation", "innovation")])
+def test_loop_model_noise_reaches_the_loop(monkeypatch, value, expected):
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    cfg = tiny("loop")
+    cfg["loop"]["model_noise"] = value
+    monkeypatch.setattr(pl, "da_ml_loop", spy)
+    with pytest.raises(Stop):
+        run_surrogate_experiment(load_surrogate_config(cfg), plots=False)
+    assert seen["model_noise"] == expected
+
+
+@pytest.mark.parametrize("value", [-0.1, "validation", math.nan, True])
+def test_bad_loop_model_noise_names_the_field(value):
+    cfg = tiny("loop")
+    cfg["loop"]["model_noise"] = value
+    with pytest.raises(ConfigError, match="loop.model_noise: must be null, a number >= 0"):
+        load_surrogate_config(cfg)

@@ -203,6 +203,7 @@ def _run(config, exp_cfg, out_dir, progress, plots) -> dict[str, Any]:
             initial_std=config.loop.initial_std,
             burn_in=burn,
             score_lead=config.loop.score_lead,
+            model_noise=config.loop.model_noise,
             fit_kwargs=fit_kwargs,
             seed=tr.seed,
         )

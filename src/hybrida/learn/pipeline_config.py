@@ -119,6 +119,23 @@ class LoopConfig(_Strict):
     method: MethodConfig | None = Field(
         None, description="DA method run with the surrogate (default: experiment.method)"
     )
+    model_noise: float | Literal["innovation"] | None = Field(
+        None,
+        description="std of additive model noise per step in the loop's DA (none: deterministic; "
+        "'innovation': estimated from one-step innovations each iteration)",
+    )
+
+    @field_validator("model_noise", mode="before")
+    @classmethod
+    def _noise(cls, v: Any) -> Any:
+        ok = v is None or v == "innovation"
+        if not ok and isinstance(v, (int, float)) and not isinstance(v, bool):
+            ok = math.isfinite(v) and v >= 0
+        if not ok:
+            raise ValueError(
+                f"loop.model_noise: must be null, a number >= 0 or 'innovation', got {v!r}"
+            )
+        return v
 
 
 class EvaluationConfig(_Strict):
