@@ -42,6 +42,7 @@ from torch import Tensor
 
 from hybrida.assimilation.ensemble.enkf_n import EnKFN
 from hybrida.assimilation.ensemble.etkf import ETKF
+from hybrida.assimilation.ensemble.letkf import LETKF
 from hybrida.experiment.twin import make_twin
 from hybrida.learn.diagnostics import (
     L96_LEADING_LYAPUNOV,
@@ -61,9 +62,13 @@ except ImportError:  # run from the repository root as a module
     from benchmarks.docsection import write_section
 
 
-def make_method(name: str = "etkf") -> ETKF | EnKFN:
-    """N=30: ETKF with adaptive inflation (tolerant of the surrogate's model error) or EnKF-N (the paper's)."""
-    return EnKFN(N=30) if name == "enkf_n" else ETKF(N=30, infl=1.0, adaptive=True)
+def make_method(name: str = "etkf") -> ETKF | EnKFN | LETKF:
+    """N=30: ETKF with adaptive inflation (tolerant of the surrogate's model error), EnKF-N (the paper's) or LETKF."""
+    if name == "enkf_n":
+        return EnKFN(N=30)
+    if name == "letkf":
+        return LETKF(N=30, loc_rad=4.0, adaptive=True)
+    return ETKF(N=30, infl=1.0, adaptive=True)
 
 
 def skill(surrogate, test_truth: Tensor, lead: int, n_starts: int, thresholds=(0.5, 0.3)) -> dict:
@@ -162,7 +167,7 @@ def _noise_arg(value: str | None) -> float | str | None:
 
 
 def _label(r: dict) -> str:
-    da = ", EnKF-N" if r.get("method") == "enkf_n" else ""
+    da = {"enkf_n": ", EnKF-N", "letkf": ", LETKF"}.get(r.get("method"), "")
     if r["source"] != "loop":
         return r["source"] + da
     noise = r.get("model_noise")
@@ -231,7 +236,8 @@ def main() -> None:
     ap.add_argument("--lead", type=int, default=200)
     ap.add_argument("--starts", type=int, default=60)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--method", default="etkf", choices=["etkf", "enkf_n"], help="DA filter (N=30)")
+    ap.add_argument("--method", default="etkf", choices=["etkf", "enkf_n", "letkf"],
+                    help="DA filter (N=30; letkf: loc_rad 4, adaptive inflation)")
     ap.add_argument("--smoother-lag", type=int, default=0, help="loop: train on EnKS (N=30) smoothed analyses")
     ap.add_argument("--smoother-infl", type=float, default=1.05, help="loop: the EnKS inflation")
     ap.add_argument(

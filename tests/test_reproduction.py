@@ -45,3 +45,13 @@ def test_reference_rmse(row):
     assert abs(median - row.rmse_a) <= tol, (
         f"{row.label}: median rmse_a {median:.3f} {scores}, published {row.rmse_a} +- {tol:.3f}"
     )
+
+
+def test_seed_list_extends_to_the_rows_seeds():
+    from hybrida.experiment.references import ReferenceRow
+
+    row = ReferenceRow("lorenz63/sakov2012", "enkf", {"N": 10}, 0.65, seeds=5)
+    assert row.seed_list((1, 2, 3)) == [1, 2, 3, 4, 5]
+    assert row.seed_list([7, 9]) == [7, 9, 10, 11, 12]
+    assert row.seed_list(range(1, 8)) == list(range(1, 8))  # more given than needed: all kept
+    assert ReferenceRow("lorenz63/sakov2012", "etkf").seed_list() == [1, 2, 3]
