@@ -116,7 +116,7 @@ def run_density(p: float, args, sources: list[str]) -> list[dict]:
                 interpolate=args.interpolate,
                 first_fit_kwargs={"epochs": args.first_epochs} if args.first_epochs else None,
                 model_noise=_noise_arg(args.model_noise), noise_scale=args.noise_scale,
-                weight_by_spread=args.weight_by_spread,
+                weight_by_spread=args.weight_by_spread, targets=args.targets,
                 smoother={"N": 30, "lag": args.smoother_lag, "infl": args.smoother_infl} if args.smoother_lag else None,
             )
             sur = res.surrogate
@@ -125,6 +125,7 @@ def run_density(p: float, args, sources: list[str]) -> list[dict]:
             info["best_iteration"] = res.best_iteration
             info["model_noise"] = args.model_noise
             info["smoother_lag"] = args.smoother_lag
+            info["targets"] = args.targets
             info["history"] = [
                 {"rmse_a": s.rmse_a, "sigma_m": s.model_noise, "obs_score": s.obs_score,
                  "epochs": s.fit.epochs_run}
@@ -174,6 +175,8 @@ def _label(r: dict) -> str:
     noise = "none" if noise in (None, "none") else noise
     if r.get("smoother_lag"):
         da = f", EnKS lag {r['smoother_lag']}"
+    if r.get("targets") == "observations":
+        da += ", obs targets"
     return f"loop{da}, σm {noise}, {r['iterations']} it (best {r.get('best_iteration', '-')})"
 
 
@@ -233,6 +236,10 @@ def main() -> None:
     )
     ap.add_argument("--noise-scale", type=float, default=1.0, help="loop: factor on the innovation estimate")
     ap.add_argument("--weight-by-spread", action="store_true", help="loop: weight targets by 1/(sa^2+0.01)")
+    ap.add_argument(
+        "--targets", default="analyses", choices=["analyses", "observations"],
+        help="loop: fits after iteration 0 regress on the next analyses or on the observations",
+    )
     ap.add_argument("--lead", type=int, default=200)
     ap.add_argument("--starts", type=int, default=60)
     ap.add_argument("--seed", type=int, default=1)

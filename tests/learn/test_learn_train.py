@@ -68,6 +68,25 @@ def test_dataset_nan_targets_get_zero_weight_and_nan_inputs_are_dropped():
         TrajectoryDataset(traj[:2], rollout=3)
 
 
+def test_dataset_with_separate_targets():
+    inputs = torch.arange(12.0).reshape(6, 2)
+    targets = -inputs.clone()
+    targets[3, 0] = float("nan")  # e.g. an unobserved entry
+    ds = TrajectoryDataset(inputs, rollout=2, targets=targets)
+    x, y, w = ds.batch(torch.arange(len(ds)))
+    torch.testing.assert_close(x, inputs[:4])
+    # start 1: targets are rows 2 and 3 of ``targets``; the NaN becomes 0 with weight 0
+    torch.testing.assert_close(y[1], torch.stack((-inputs[2], torch.tensor([0.0, -7.0]))))
+    assert w[1, 0].tolist() == [1.0, 1.0] and w[1, 1].tolist() == [0.0, 1.0]
+    with pytest.raises(ValueError, match="targets must match"):
+        TrajectoryDataset(inputs, targets=targets[:5])
+    # a map fitted to inputs -> targets is the one that links them, not the inputs' own dynamics
+    traj = _geometric(0.9)
+    m = Scale(0.0)
+    fit(m, TrajectoryDataset(traj, targets=-traj), epochs=150, batch_size=8, lr=0.05, progress=False)
+    assert abs(float(m.a.detach()) + 0.9) < 1e-3
+
+
 def test_rollout_loss_exact_for_linear_map():
     m = Scale(0.5)
     x0 = torch.tensor([[2.0, 4.0]], dtype=torch.float64)

@@ -176,3 +176,59 @@ def test_loop_with_a_smoother_trains_on_smoothed_analyses(twin, monkeypatch):
     assert len(calls) == len(res.steps) == 2  # every iteration's DA is the EnKS, none the filter
     assert all(kw["N"] == 10 and kw["lag"] == 4 and kw["infl"] == 1.1 for kw, _ in calls)
     torch.testing.assert_close(res.analyses, calls[res.best_iteration][1], rtol=0, atol=0)
+
+
+def test_observation_field_places_values_and_inverse_variances(twin):
+    from hybrida.learn.loop import observation_field
+
+    _, tw = twin
+    values, inv_var = observation_field(tw.observations, 20)
+    assert values.shape == inv_var.shape == (120, 20)
+    for k in (0, 61, 119):
+        obs = tw.observations[k]
+        idx = obs.locations.long()
+        torch.testing.assert_close(values[k, idx], obs.y.double())
+        assert torch.all(inv_var[k, idx] == 4.0)  # sigma_o = 0.5
+        rest = torch.ones(20, dtype=torch.bool)
+        rest[idx] = False
+        assert bool(torch.isnan(values[k, rest]).all()) and bool((inv_var[k, rest] == 0).all())
+
+
+def test_loop_with_observation_targets_fits_analyses_to_the_observations(twin, monkeypatch):
+    from hybrida.learn import loop as lp
+    from hybrida.learn.train import TrajectoryDataset
+
+    _, tw = twin
+    calls = []
+    real_fit = lp.fit
+
+    def spy(model, train, valid, **kw):
+        calls.append((train, valid, kw))
+        return real_fit(model, train, valid, **kw)
+
+    monkeypatch.setattr(lp, "fit", spy)
+    result = da_ml_loop(
+        lambda a: SurrogateModel.from_trajectory(ResidualCNN(channels=4, blocks=1, seed=0), a, dt=0.05),
+        lambda: ETKF(N=8, infl=1.1),
+        tw.observations,
+        20,
+        max_iterations=2,
+        patience=2,
+        targets="observations",
+        fit_kwargs={"epochs": 2, "batch_size": 32, "rollout": 2},
+    )
+    assert len(result.steps) == 2 and len(calls) == 2
+    assert isinstance(calls[0][0], torch.Tensor)  # iteration 0: the interpolated first guess
+    train, valid, kw = calls[1]
+    assert isinstance(valid, TrajectoryDataset)  # validation scored against observations too
+    assert isinstance(train, TrajectoryDataset) and "rollout" not in kw and train.rollout == 2
+    x, y, w = train.batch(torch.arange(len(train)))
+    k = int(train.starts[40])  # archive row k = analysis of cycle k; targets = observations of k+1, k+2
+    obs = tw.observations[k]  # observations of cycle k + 1
+    idx = obs.locations.long()
+    torch.testing.assert_close(y[40, 0, idx], obs.y.double())
+    assert bool((w[40, 0, idx] == 4.0).all()) and float(w[40, 0].sum()) == 4.0 * obs.p
+    # the inputs are the previous iteration's analyses, not observations
+    assert not torch.allclose(x[40], y[40, 0])
+    with pytest.raises(ValueError, match="targets"):
+        da_ml_loop(lambda a: None, lambda: None, tw.observations, 20, targets="truth")

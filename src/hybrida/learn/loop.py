@@ -34,7 +34,7 @@ from hybrida import metrics
 from hybrida.assimilation.base import AssimilationMethod
 from hybrida.learn.reanalysis import Reanalysis, assimilate, forecast_error_std, smooth
 from hybrida.learn.surrogate import SurrogateModel
-from hybrida.learn.train import FitResult, fit
+from hybrida.learn.train import FitResult, TrajectoryDataset, fit
 from hybrida.models.base import Model
 from hybrida.models.noisy import NoisyModel
 from hybrida.observations.base import Observation
@@ -47,6 +47,7 @@ __all__ = [
     "da_ml_loop",
     "forecast_error_std",
     "interpolate_observations",
+    "observation_field",
     "observation_mask",
     "observation_score",
     "smooth",
@@ -106,6 +107,26 @@ def observation_mask(observations: Sequence[Observation], n: int) -> Tensor:
         if obs.locations is not None and obs.p:
             mask[k, obs.locations.round().long() % n] = 1.0
     return mask
+
+
+def observation_field(observations: Sequence[Observation], n: int) -> tuple[Tensor, Tensor]:
+    """Point observations on the grid, ``(K, n)`` (NaN where unobserved), and their inverse error variances.
+
+    Identity-like point observations with integer ``locations`` as in
+    :func:`interpolate_observations`; the weights are 1 / R_ii (0 where unobserved).
+    """
+    values = torch.full((len(observations), n), math.nan, dtype=torch.float64)
+    inv_var = torch.zeros(len(observations), n, dtype=torch.float64)
+    for k, obs in enumerate(observations):
+        obs = obs.valid()
+        if obs.p == 0:
+            continue
+        if obs.locations is None:
+            raise ValueError(f"observation_field: observations of cycle {k + 1} have no locations")
+        idx = obs.locations.round().long() % n
+        values[k, idx] = obs.y.detach().double().cpu()
+        inv_var[k, idx] = 1.0 / obs.error.variance.detach().double().cpu()
+    return values, inv_var
 
 
 def observation_score(
@@ -183,6 +204,7 @@ def da_ml_loop(
     weight_by_spread: bool = False,
     spread_floor: float = 0.01,
     smoother: dict[str, Any] | None = None,
+    targets: str = "analyses",
     seed: int = 0,
 ) -> LoopResult:
     """Alternate training on analyses and assimilation with the trained surrogate (Brajard et al. 2020).
@@ -211,6 +233,12 @@ def da_ml_loop(
     ``weight_by_spread``: fits after iteration 0 weight each target entry by
     1 / (sigma_a^2 + ``spread_floor``), sigma_a the analysis ensemble std
     (Brajard et al.'s code).
+    ``targets``: what the fits after iteration 0 regress on — ``"analyses"``
+    (the next analyses, as Brajard et al.) or ``"observations"``: rollouts from
+    the analyses scored against the later observations themselves, weighted by
+    1 / R_ii (:func:`observation_field`). Observation targets are noisier but
+    independent of the surrogate that made the analyses, so the fit is not
+    pulled back towards the previous surrogate's own forecasts.
     """
     K = len(observations)
     if K < 10:
@@ -233,6 +261,10 @@ def da_ml_loop(
         raise ValueError(f"da_ml_loop: noise_scale must be a finite number >= 0, got {noise_scale}")
     if not (math.isfinite(spread_floor) and spread_floor > 0):
         raise ValueError(f"da_ml_loop: spread_floor must be a finite number > 0, got {spread_floor}")
+    if targets not in ("analyses", "observations"):
+        raise ValueError(f"da_ml_loop: targets must be 'analyses' or 'observations', got {targets!r}")
+    if targets == "observations" and weight_by_spread:
+        raise ValueError("da_ml_loop: weight_by_spread applies to analysis targets only")
     cut = K + 1 - max(2, round(valid_fraction * (K + 1)))
     weights = None
     if first_guess is None:
@@ -249,6 +281,12 @@ def da_ml_loop(
     if truth is not None:
         first_rmse = float(metrics.rmse(first_guess[1 + burn_in :], truth[1 + burn_in :]).mean())
 
+    obs_targets = obs_weights = None
+    if targets == "observations":
+        values, inv_var = observation_field(observations, n)
+        nan_row = torch.full((1, n), math.nan, dtype=values.dtype)
+        obs_targets = torch.cat((nan_row, values)).to(first_guess.dtype)  # row k: cycle k
+        obs_weights = torch.cat((torch.zeros(1, n, dtype=inv_var.dtype), inv_var)).to(first_guess.dtype)
     archive = first_guess
     surrogate = make_surrogate(archive[:cut])
     best, best_score, best_iter, stale = None, math.inf, 0, 0
@@ -258,10 +296,18 @@ def da_ml_loop(
         w_train = None if weights is None else weights[:cut]
         w_valid = None if weights is None else weights[cut:]
         kwargs = {**fit_kwargs, **(first_fit_kwargs or {})} if it == 0 else fit_kwargs
+        train, valid = archive[:cut], archive[cut:]
+        if it > 0 and obs_targets is not None:
+            roll = {k: kwargs[k] for k in ("rollout", "steps_between") if k in kwargs}
+            kwargs = {k: v for k, v in kwargs.items() if k not in roll}
+            train, valid = (
+                TrajectoryDataset(archive[a:b], weights=obs_weights[a:b], targets=obs_targets[a:b], **roll)
+                for a, b in ((0, cut), (cut, K + 1))
+            )
         result = fit(
             surrogate,
-            archive[:cut],
-            archive[cut:],
+            train,
+            valid,
             weights=w_train,
             valid_weights=w_valid,
             seed=seed + it,

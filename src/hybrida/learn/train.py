@@ -53,7 +53,11 @@ class TrajectoryDataset(torch.utils.data.Dataset):
     analysis archive, ...); rows are ``steps_between`` = s model steps apart.
     ``weights``: optional tensor(s) of the same shape(s), >= 0, how much each
     target entry counts (e.g. a 0/1 mask of observed or trustworthy
-    variables). NaN targets get weight 0; a start is kept only when its input
+    variables). ``targets``: optional tensor(s) of the same shape(s) to take
+    the targets from instead of the trajectories themselves, e.g. the
+    observations (NaN where unobserved) of the cycles an analysis archive
+    covers: inputs x_t from ``trajectories``, targets y_{t+s..t+Ks} from
+    ``targets``. NaN targets get weight 0; a start is kept only when its input
     state is finite and some target weight is positive. Samples never
     straddle two trajectories.
     """
@@ -64,6 +68,7 @@ class TrajectoryDataset(torch.utils.data.Dataset):
         rollout: int = 1,
         steps_between: int = 1,
         weights: Tensor | Sequence[Tensor] | None = None,
+        targets: Tensor | Sequence[Tensor] | None = None,
     ) -> None:
         if isinstance(rollout, bool) or int(rollout) != rollout or rollout < 1:
             raise ValueError(f"rollout must be an integer >= 1, got {rollout}")
@@ -85,10 +90,18 @@ class TrajectoryDataset(torch.utils.data.Dataset):
             if any(bool((w < 0).any()) or not bool(torch.isfinite(w).all()) for w in ws):
                 raise ValueError("weights must be finite and >= 0")
         data = torch.cat(trajs).detach()
+        if targets is None:
+            target = data
+        else:
+            tgts = _as_list(targets, "targets")
+            if len(tgts) != len(trajs) or any(y.shape != t.shape for y, t in zip(tgts, trajs)):
+                raise ValueError("targets must match the trajectories' number and shapes")
+            target = torch.cat(tgts).detach().to(data.dtype)
         w = torch.cat(ws).detach().to(data.dtype)
-        w = torch.where(torch.isfinite(data), w, torch.zeros_like(w))
+        w = torch.where(torch.isfinite(target), w, torch.zeros_like(w))
         self.n = data.shape[-1]
         self.data = torch.nan_to_num(data, nan=0.0)
+        self.target = self.data if targets is None else torch.nan_to_num(target, nan=0.0)
         self.weights = w
         offsets = torch.arange(1, self.rollout + 1) * self.steps_between
         starts, base = [], 0
@@ -115,7 +128,7 @@ class TrajectoryDataset(torch.utils.data.Dataset):
         """Inputs (B, n), targets (B, K, n) and weights (B, K, n) of samples ``index``."""
         i = self.starts[index]
         j = i.unsqueeze(-1) + self._offsets
-        return self.data[i], self.data[j], self.weights[j]
+        return self.data[i], self.target[j], self.weights[j]
 
     def __getitem__(self, k: int) -> tuple[Tensor, Tensor, Tensor]:
         x, y, w = self.batch(torch.as_tensor([k]))
