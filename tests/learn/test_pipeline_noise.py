@@ -140,3 +140,25 @@ def test_bad_loop_model_noise_names_the_field(value):
     cfg["loop"]["model_noise"] = value
     with pytest.raises(ConfigError, match="loop.model_noise: must be null, a number >= 0"):
         load_surrogate_config(cfg)
+
+
+def test_brajard2020_preset_passes_the_loop_settings(monkeypatch):
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def spy(make_surrogate, make_method, *args, **kwargs):
+        seen.update(kwargs, method=make_method())
+        raise Stop
+
+    monkeypatch.setattr(pl, "da_ml_loop", spy)
+    with pytest.raises(Stop):
+        run_surrogate_experiment(load_surrogate_config("brajard2020"), plots=False)
+    assert seen["model_noise"] == 0.22 and seen["weight_by_spread"] is True
+    assert seen["first_fit_kwargs"] == {"epochs": 20} and seen["fit_kwargs"]["rollout"] == 2
+    assert type(seen["method"]).__name__ == "LETKF" and seen["method"].N == 30
+    cfg = tiny("loop")
+    cfg["loop"]["first_epochs"] = 0
+    with pytest.raises(ConfigError, match="first_epochs"):
+        load_surrogate_config(cfg)

@@ -204,6 +204,10 @@ def _run(config, exp_cfg, out_dir, progress, plots) -> dict[str, Any]:
             burn_in=burn,
             score_lead=config.loop.score_lead,
             model_noise=config.loop.model_noise,
+            weight_by_spread=config.loop.weight_by_spread,
+            first_fit_kwargs=(
+                {"epochs": config.loop.first_epochs} if config.loop.first_epochs else None
+            ),
             fit_kwargs=fit_kwargs,
             seed=tr.seed,
         )
