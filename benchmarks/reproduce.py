@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         "'reproduction' for a full run of every row, none otherwise)"
     )
     parser.add_argument("--cycles", type=int, default=None, help="override every preset's length")
+    parser.add_argument("--title", default=None, help="heading of the written section")
     args = parser.parse_args(argv)
 
     from dask.distributed import Client, LocalCluster
@@ -63,12 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - t0
 
     lines = [
-        "## Reproduction of published analysis RMSE",
+        "## " + (args.title or "Reproduction of published analysis RMSE"),
         "",
         f"Command: `.venv/bin/python benchmarks/reproduce.py --seeds {' '.join(map(str, args.seeds))}"
         + (f" --cycles {args.cycles}" if args.cycles else "")
         + ((" --only " + " ".join(f"'{o}'" for o in args.only)) if args.only else "")
         + (f" --section {args.section}" if args.section else "")
+        + (f" --title '{args.title}'" if args.title else "")
         + "`"
         + f" ({platform.processor() or platform.machine()}, {args.workers} workers, {wall:.0f} s in all).",
         (
