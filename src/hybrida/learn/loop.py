@@ -237,8 +237,10 @@ def da_ml_loop(
     (the next analyses, as Brajard et al.) or ``"observations"``: rollouts from
     the analyses scored against the later observations themselves, weighted by
     1 / R_ii (:func:`observation_field`). Observation targets are noisier but
-    independent of the surrogate that made the analyses, so the fit is not
-    pulled back towards the previous surrogate's own forecasts.
+    independent of the surrogate that made the analyses. On Brajard's L96 setup
+    they did worse (1.0 against 1.8 Lyapunov times, docs/benchmarks.md): the
+    inputs' analysis errors are no longer matched by the correlated errors of
+    analysis targets, and the fit blurs the dynamics.
     """
     K = len(observations)
     if K < 10:

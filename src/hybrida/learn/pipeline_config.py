@@ -124,7 +124,6 @@ class LoopConfig(_Strict):
         description="std of additive model noise per step in the loop's DA (none: deterministic; "
         "'innovation': estimated from one-step innovations each iteration)",
     )
-
     weight_by_spread: bool = Field(
         False, description="weight each analysis target by 1 / (analysis variance + 0.01) (Brajard et al.)"
     )
