@@ -126,6 +126,7 @@ def run_density(p: float, args, sources: list[str]) -> list[dict]:
             info["model_noise"] = args.model_noise
             info["smoother_lag"] = args.smoother_lag
             info["targets"] = args.targets
+            info["weight_by_spread"] = args.weight_by_spread
             info["history"] = [
                 {"rmse_a": s.rmse_a, "sigma_m": s.model_noise, "obs_score": s.obs_score,
                  "epochs": s.fit.epochs_run}
@@ -177,6 +178,8 @@ def _label(r: dict) -> str:
         da = f", EnKS lag {r['smoother_lag']}"
     if r.get("targets") == "observations":
         da += ", obs targets"
+    if r.get("weight_by_spread"):
+        da += ", spread-weighted"
     return f"loop{da}, σm {noise}, {r['iterations']} it (best {r.get('best_iteration', '-')})"
 
 
