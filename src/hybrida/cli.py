@@ -146,9 +146,9 @@ def run(
 ) -> None:
     """Run one twin experiment; write results.nc, summary.json, config.yaml and plots.
 
-    Without SOURCE it runs the DA-ML demo (1-4 minutes): ETKF on half of the
+    Without SOURCE it runs the DA-ML demo (1-4 minutes): LETKF on half of the
     Lorenz-96 grid observed at random -> reanalysis -> CNN surrogate trained on
-    it -> ETKF with the surrogate vs with the true model; --set then takes keys
+    it -> LETKF with the surrogate vs with the true model; --set then takes keys
     of `hybrida learn surrogate` configs. A diverged filter is reported
     (summary and warning) with exit code 0.
     """
