@@ -48,6 +48,16 @@ DEFAULT_EXPERIMENT: dict[str, Any] = {
 }
 
 
+def _model_noise(v: Any, field: str, estimate: str) -> Any:
+    """A model-noise setting: None, a finite number >= 0, or the name of its estimator."""
+    ok = v is None or v == estimate
+    if not ok and isinstance(v, (int, float)) and not isinstance(v, bool):
+        ok = math.isfinite(v) and v >= 0
+    if not ok:
+        raise ValueError(f"{field}: must be null, a number >= 0 or '{estimate}', got {v!r}")
+    return v
+
+
 class NetworkConfig(_Strict):
     """Which network learns the dynamics, and how it is turned into a model step."""
 
@@ -135,14 +145,7 @@ class LoopConfig(_Strict):
     @field_validator("model_noise", mode="before")
     @classmethod
     def _noise(cls, v: Any) -> Any:
-        ok = v is None or v == "innovation"
-        if not ok and isinstance(v, (int, float)) and not isinstance(v, bool):
-            ok = math.isfinite(v) and v >= 0
-        if not ok:
-            raise ValueError(
-                f"loop.model_noise: must be null, a number >= 0 or 'innovation', got {v!r}"
-            )
-        return v
+        return _model_noise(v, "loop.model_noise", "innovation")
 
 
 class EvaluationConfig(_Strict):
@@ -188,14 +191,7 @@ class EvaluationConfig(_Strict):
     @field_validator("model_noise", mode="before")
     @classmethod
     def _noise(cls, v: Any) -> Any:
-        ok = v is None or v == "validation"
-        if not ok and isinstance(v, (int, float)) and not isinstance(v, bool):
-            ok = math.isfinite(v) and v >= 0
-        if not ok:
-            raise ValueError(
-                f"evaluation.model_noise: must be null, a number >= 0 or 'validation', got {v!r}"
-            )
-        return v
+        return _model_noise(v, "evaluation.model_noise", "validation")
 
 
 class SurrogateExperimentConfig(_Strict):
