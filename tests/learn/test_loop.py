@@ -91,13 +91,13 @@ def test_assimilate_with_the_true_model_beats_the_observations(twin):
     assert ana.rmse_a < 0.5  # below the observation error std, with half the grid unobserved
 
 
-def test_loop_trains_assimilates_and_keeps_the_best(twin):
-    _, tw = twin
+def small_loop(tw, **kwargs):
+    """Two DA–ML iterations with a small ResidualCNN and an ETKF: the loop tests' common setup."""
 
     def make_surrogate(archive):
         return SurrogateModel.from_trajectory(ResidualCNN(channels=8, blocks=1, seed=0), archive, dt=0.05)
 
-    result = da_ml_loop(
+    return da_ml_loop(
         make_surrogate,
         lambda: ETKF(N=10, infl=1.1),
         tw.observations,
@@ -106,8 +106,15 @@ def test_loop_trains_assimilates_and_keeps_the_best(twin):
         max_iterations=2,
         patience=2,
         burn_in=20,
-        fit_kwargs={"epochs": 3, "batch_size": 32, "lr": 1e-3},
+        fit_kwargs={"epochs": 2, "batch_size": 32, "lr": 1e-3},
+        first_fit_kwargs={"epochs": 3},
+        **kwargs,
     )
+
+
+def test_loop_trains_assimilates_and_keeps_the_best(twin):
+    _, tw = twin
+    result = small_loop(tw)
     assert 1 <= len(result.steps) <= 2
     assert result.best_iteration in [s.iteration for s in result.steps]
     best = min(result.steps, key=lambda s: s.obs_score)

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from test_loop import small_loop
 
 from hybrida.assimilation.ensemble.etkf import ETKF
 from hybrida.experiment.twin import make_twin
@@ -81,38 +82,17 @@ def test_assimilate_returns_the_analysis_spread(twin):
     assert bool((ana.std[1:] > 0).all()) and bool((ana.std[1:] < 1.0).all())
 
 
-def _loop(tw, **kwargs):
-    def make_surrogate(archive):
-        return SurrogateModel.from_trajectory(
-            ResidualCNN(channels=8, blocks=1, seed=0), archive, dt=0.05
-        )
-
-    return da_ml_loop(
-        make_surrogate,
-        lambda: ETKF(N=10, infl=1.1),
-        tw.observations,
-        20,
-        truth=tw.truth,
-        max_iterations=2,
-        patience=2,
-        burn_in=20,
-        fit_kwargs={"epochs": 2, "batch_size": 32, "lr": 1e-3},
-        first_fit_kwargs={"epochs": 3},
-        **kwargs,
-    )
-
-
 def test_loop_with_estimated_model_noise_is_seeded_and_records_it(twin):
     _, tw = twin
-    a = _loop(tw, model_noise="innovation", noise_scale=0.5, weight_by_spread=True, seed=4)
-    b = _loop(tw, model_noise="innovation", noise_scale=0.5, weight_by_spread=True, seed=4)
+    a = small_loop(tw, model_noise="innovation", noise_scale=0.5, weight_by_spread=True, seed=4)
+    b = small_loop(tw, model_noise="innovation", noise_scale=0.5, weight_by_spread=True, seed=4)
     assert [s.model_noise for s in a.steps] == [s.model_noise for s in b.steps]
     assert all(s.model_noise > 0 for s in a.steps)
     assert a.steps[0].fit.epochs_run == 3 and a.steps[1].fit.epochs_run == 2
     torch.testing.assert_close(a.analyses, b.analyses, rtol=0, atol=0)
-    fixed = _loop(tw, model_noise=0.2, seed=4)
+    fixed = small_loop(tw, model_noise=0.2, seed=4)
     assert [s.model_noise for s in fixed.steps] == [0.2, 0.2]
-    off = _loop(tw, seed=4)
+    off = small_loop(tw, seed=4)
     assert all(s.model_noise == 0.0 for s in off.steps)
 
 
@@ -172,7 +152,7 @@ def test_loop_with_a_smoother_trains_on_smoothed_analyses(twin, monkeypatch):
         return out
 
     monkeypatch.setattr(loop_module, "smooth", spy)
-    res = _loop(tw, smoother={"N": 10, "lag": 4, "infl": 1.1}, seed=4)
+    res = small_loop(tw, smoother={"N": 10, "lag": 4, "infl": 1.1}, seed=4)
     assert len(calls) == len(res.steps) == 2  # every iteration's DA is the EnKS, none the filter
     assert all(kw["N"] == 10 and kw["lag"] == 4 and kw["infl"] == 1.1 for kw, _ in calls)
     torch.testing.assert_close(res.analyses, calls[res.best_iteration][1], rtol=0, atol=0)
