@@ -9,7 +9,7 @@ a fraction ``p`` of the grid is observed with sigma_o = 1. For each density:
 * ``--method``: the filter of every DA here (N=30): ``etkf`` (adaptive inflation, default),
   ``letkf`` (loc_rad 4, adaptive inflation: the loop's best, 2.2 LT at p = 0.5) or ``enkf_n``;
 * ``loop`` (``--sources loop``): Brajard's iterative scheme without any physical
-  model (:func:`hybrida.learn.loop.da_ml_loop`, from observations
+  model (:func:`hybrida.experiment.loop.da_ml_loop`, from observations
   interpolated in time by default). Options follow Brajard et al.'s code: additive
   model noise in the DA step (``--model-noise``: a std per step, or ``innovation``
   to estimate it each iteration from one-step innovations, times ``--noise-scale``),
@@ -48,6 +48,7 @@ from torch import Tensor
 from hybrida.assimilation.ensemble.enkf_n import EnKFN
 from hybrida.assimilation.ensemble.etkf import ETKF
 from hybrida.assimilation.ensemble.letkf import LETKF
+from hybrida.experiment.loop import assimilate, da_ml_loop
 from hybrida.experiment.twin import make_twin
 from hybrida.learn.diagnostics import (
     L96_LEADING_LYAPUNOV,
@@ -55,10 +56,10 @@ from hybrida.learn.diagnostics import (
     leading_lyapunov,
     valid_time,
 )
-from hybrida.learn.loop import assimilate, da_ml_loop
-from hybrida.learn.surrogate import BrajardCNN, SurrogateModel
 from hybrida.learn.train import fit
 from hybrida.models.lorenz96 import Lorenz96
+from hybrida.models.surrogate import SurrogateModel
+from hybrida.nn import BrajardCNN
 from hybrida.observations.networks import RandomSubsetObs
 
 try:

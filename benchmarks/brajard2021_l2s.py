@@ -44,14 +44,14 @@ import torch
 from torch import Tensor, nn
 
 from hybrida.assimilation.ensemble.etkf import ETKF
-from hybrida.learn.correction import CorrectedModel
-from hybrida.learn.loop import assimilate
-from hybrida.learn.surrogate import periodic_conv, seeded
+from hybrida.experiment.loop import assimilate
 from hybrida.learn.train import FitResult, fit
 from hybrida.models.base import Model
+from hybrida.models.corrected import CorrectedModel
 from hybrida.models.lorenz96 import Lorenz96
 from hybrida.models.lorenz96_two_scale import Lorenz96TwoScale
 from hybrida.models.noisy import NoisyModel
+from hybrida.nn import periodic_conv, seeded
 from hybrida.observations.networks import IdentityObs
 
 #: published relative RMSE at 2 time units (Brajard et al. 2021, Fig. 2, reference experiment)

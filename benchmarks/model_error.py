@@ -36,12 +36,13 @@ from torch import Tensor
 
 from hybrida import metrics
 from hybrida.assimilation.ensemble.etkf import ETKF
-from hybrida.learn.correction import CorrectedModel, PolyConv, fit_correction
-from hybrida.learn.loop import assimilate
+from hybrida.experiment.loop import assimilate
+from hybrida.learn.correction import fit_correction
 from hybrida.learn.online import OnlineCorrectionEnsemble, weak4dvar_online
-from hybrida.learn.surrogate import ResidualCNN
+from hybrida.models.corrected import CorrectedModel
 from hybrida.models.lorenz96 import Lorenz96
 from hybrida.models.lorenz96_variants import GAMMA_CALIBRATED, Lorenz96Cubic
+from hybrida.nn import PolyConv, ResidualCNN
 from hybrida.observations.alternating import AlternatingHalvesObs
 
 try:

@@ -21,13 +21,14 @@ import torch
 
 from hybrida.assimilation.ensemble.etkf import ETKF
 from hybrida.assimilation.ensemble.letkf import LETKF
+from hybrida.experiment.loop import assimilate
+from hybrida.experiment.surrogate_pipeline import validation_model_noise
 from hybrida.experiment.twin import make_twin
-from hybrida.learn.loop import assimilate
-from hybrida.learn.pipeline import validation_model_noise
-from hybrida.learn.surrogate import BrajardCNN, SurrogateModel
 from hybrida.learn.train import fit
 from hybrida.models.lorenz96 import Lorenz96
 from hybrida.models.noisy import NoisyModel
+from hybrida.models.surrogate import SurrogateModel
+from hybrida.nn import BrajardCNN
 from hybrida.observations.networks import RandomSubsetObs
 
 try:

@@ -22,8 +22,6 @@ from hybrida.experiment.presets import PRESETS
 from hybrida.experiment.runner import run_experiment
 from hybrida.learn import (
     L96_LEADING_LYAPUNOV,
-    BrajardCNN,
-    SurrogateModel,
     adjoint_test,
     climatological_std,
     fit,
@@ -37,7 +35,8 @@ from hybrida.learn import (
     tl_comparison,
     valid_time,
 )
-from hybrida.models import Lorenz96
+from hybrida.models import Lorenz96, SurrogateModel
+from hybrida.nn import BrajardCNN
 
 torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 1)
 OUT = Path("runs/surrogate_upper_bound.pt")

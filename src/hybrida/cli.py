@@ -37,7 +37,7 @@ app = typer.Typer(
 out_console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
-#: what ``hybrida run`` without SOURCE runs: a surrogate preset (or YAML path) of hybrida.learn.pipeline
+#: what ``hybrida run`` without SOURCE runs: a surrogate preset (or YAML path) of hybrida.experiment.surrogate_pipeline
 DEMO_SOURCE = "demo"
 
 learn_app = typer.Typer(
@@ -233,7 +233,7 @@ def presets() -> None:
 
 
 def _surrogate_table(summary: dict[str, Any], title: str) -> Table:
-    from hybrida.learn.pipeline import summary_rows
+    from hybrida.experiment.surrogate_pipeline import summary_rows
 
     table = Table(title=title, show_header=True, header_style="bold")
     table.add_column("quantity")
@@ -253,10 +253,13 @@ def _run_surrogate(
     quiet: bool,
     prefix: str = "surrogate",
 ) -> None:
-    """Validate, run and report one DA-ML experiment of :mod:`hybrida.learn.pipeline`."""
+    """Validate, run and report one DA-ML experiment of :mod:`hybrida.experiment.surrogate_pipeline`."""
     import time
 
-    from hybrida.learn.pipeline import load_surrogate_config, run_surrogate_experiment
+    from hybrida.experiment.surrogate_pipeline import (
+        load_surrogate_config,
+        run_surrogate_experiment,
+    )
 
     overrides = list(set_)
     if seed is not None:
@@ -325,7 +328,7 @@ def learn_surrogate(
 @learn_app.command("presets")
 def learn_presets() -> None:
     """List the built-in surrogate experiments."""
-    from hybrida.learn.pipeline import DESCRIPTIONS, PRESETS
+    from hybrida.experiment.surrogate_pipeline import DESCRIPTIONS, PRESETS
 
     table = Table(show_header=True, header_style="bold")
     table.add_column("preset")

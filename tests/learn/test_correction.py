@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hybrida.learn.correction import CorrectedModel, PolyConv, correction_targets, fit_correction
-from hybrida.learn.surrogate import ResidualCNN
+from hybrida.learn.correction import correction_targets, fit_correction
+from hybrida.models.corrected import CorrectedModel
 from hybrida.models.lorenz96 import Lorenz96
 from hybrida.models.lorenz96_variants import Lorenz96Cubic
+from hybrida.nn import PolyConv, ResidualCNN
 
 
 def _x(shape=(4, 40), dtype=torch.float64, seed=0):

@@ -6,13 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from hybrida.learn import (
-    BrajardCNN,
-    ResidualMLP,
-    SurrogateModel,
-    load_surrogate,
-    save_surrogate,
-)
+from hybrida.learn import load_surrogate, save_surrogate
+from hybrida.models import SurrogateModel
+from hybrida.nn import BrajardCNN, ResidualMLP
 
 
 def _surrogate(net, n=10, scheme="rk4"):

@@ -9,9 +9,6 @@ import torch
 from torch import nn
 
 from hybrida.learn import (
-    BrajardCNN,
-    ResidualCNN,
-    SurrogateModel,
     TrajectoryDataset,
     fit,
     forecast_skill,
@@ -19,7 +16,8 @@ from hybrida.learn import (
     rollout_loss,
     split_trajectory,
 )
-from hybrida.models import Lorenz96
+from hybrida.models import Lorenz96, SurrogateModel
+from hybrida.nn import BrajardCNN, ResidualCNN
 
 
 class Scale(nn.Module):

@@ -7,11 +7,12 @@ import torch
 
 from hybrida import metrics
 from hybrida.assimilation.ensemble.etkf import ETKF
-from hybrida.learn.correction import CorrectedModel, PolyConv
-from hybrida.learn.loop import assimilate
+from hybrida.experiment.loop import assimilate
 from hybrida.learn.online import OnlineCorrectionEnsemble, weak4dvar_online
+from hybrida.models.corrected import CorrectedModel
 from hybrida.models.lorenz96 import Lorenz96
 from hybrida.models.lorenz96_variants import Lorenz96Cubic
+from hybrida.nn import PolyConv
 from hybrida.observations.alternating import AlternatingHalvesObs
 
 GAMMA, SCALE = 0.04, 4.0

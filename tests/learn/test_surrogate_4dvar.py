@@ -9,9 +9,10 @@ import torch
 from hybrida.assimilation.variational.fourdvar import FourDVar
 from hybrida.cycle import run_cycle
 from hybrida.experiment.twin import climatology, make_twin
-from hybrida.learn.surrogate import ResidualCNN, SurrogateModel
 from hybrida.learn.train import fit
 from hybrida.models.lorenz96 import Lorenz96
+from hybrida.models.surrogate import SurrogateModel
+from hybrida.nn import ResidualCNN
 from hybrida.observations.networks import EveryKthObs
 
 

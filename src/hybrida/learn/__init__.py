@@ -1,7 +1,17 @@
-"""Learned components: surrogate models, their training and their diagnostics."""
+"""How to train learned parts, and how to judge them.
+
+Datasets and the rollout loss (:mod:`~hybrida.learn.train`), offline correction fitting
+(:mod:`~hybrida.learn.correction`), online learning by state augmentation
+(:mod:`~hybrida.learn.online`), persistence (:mod:`~hybrida.learn.persist`), and TL/adjoint and
+forecast diagnostics (:mod:`~hybrida.learn.diagnostics`). The learned parts themselves live in the
+slot they fill: networks in :mod:`hybrida.nn`, surrogate and corrected models in
+:mod:`hybrida.models`. End-to-end pipelines (reanalysis, the DA–ML loop) are experiments:
+:mod:`hybrida.experiment`. This package never imports :mod:`hybrida.experiment`.
+"""
 
 from __future__ import annotations
 
+from hybrida.learn.correction import correction_targets, fit_correction
 from hybrida.learn.diagnostics import (
     L96_LEADING_LYAPUNOV,
     SkillCurve,
@@ -21,39 +31,27 @@ from hybrida.learn.diagnostics import (
     valid_time,
 )
 from hybrida.learn.persist import load_surrogate, save_surrogate
-from hybrida.learn.surrogate import (
-    NETWORKS,
-    BrajardCNN,
-    ResidualCNN,
-    ResidualMLP,
-    SurrogateModel,
-    register_network,
-)
 from hybrida.learn.train import FitResult, TrajectoryDataset, fit, rollout_loss, split_trajectory
 
 __all__ = [
     "L96_LEADING_LYAPUNOV",
-    "NETWORKS",
-    "BrajardCNN",
     "FitResult",
-    "ResidualCNN",
-    "ResidualMLP",
     "SkillCurve",
-    "SurrogateModel",
     "TLComparison",
     "TaylorResult",
     "TrajectoryDataset",
     "ValidTime",
     "adjoint_test",
     "climatological_std",
+    "correction_targets",
     "fit",
+    "fit_correction",
     "forecast_skill",
     "free_run",
     "leading_lyapunov",
     "load_surrogate",
     "lyapunov_time",
     "power_spectrum",
-    "register_network",
     "rollout_loss",
     "save_surrogate",
     "spectrum_log_distance",

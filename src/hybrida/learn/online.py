@@ -26,8 +26,9 @@ from torch import Tensor
 
 from hybrida.assimilation.base import State
 from hybrida.assimilation.ensemble.augmented import AugmentedEnsemble
-from hybrida.learn.correction import KINDS, CorrectedModel, PolyConv
 from hybrida.models.base import Model
+from hybrida.models.corrected import KINDS, CorrectedModel
+from hybrida.nn import PolyConv
 from hybrida.observations.base import Observation
 
 __all__ = ["OnlineCorrectionEnsemble", "OnlineVarResult", "weak4dvar_online"]

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 
 from hybrida.io.checkpoint import atomic_torch_save
-from hybrida.learn.surrogate import NETWORKS, SurrogateModel
+from hybrida.models.surrogate import SurrogateModel
+from hybrida.nn import NETWORKS
 
 FORMAT = "hybrida.surrogate"
 FORMAT_VERSION = 1
@@ -27,7 +28,7 @@ def save_surrogate(
 
     ``config``: the training configuration to keep with the weights (plain
     values: numbers, strings, lists, dicts). The network class must be in
-    :data:`hybrida.learn.surrogate.NETWORKS` (see ``register_network``) and
+    :data:`hybrida.nn.NETWORKS` (see ``register_network``) and
     carry its constructor arguments in ``net.config``.
     """
     if not isinstance(surrogate, SurrogateModel):

@@ -124,7 +124,7 @@ def plot_loop_history(steps: list[dict[str, Any]], path: str | Path) -> Path:
 def plot_surrogate_experiment(
     summary: dict[str, Any], art: dict[str, Any], out_dir: Path
 ) -> list[Path]:
-    """Every figure of :func:`hybrida.learn.pipeline.run_surrogate_experiment`; returns their paths."""
+    """Every figure of :func:`hybrida.experiment.surrogate_pipeline.run_surrogate_experiment`; returns their paths."""
     out = Path(out_dir)
     lam = art.get("lyapunov")
     paths = [

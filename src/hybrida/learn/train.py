@@ -234,7 +234,7 @@ def fit(
 ) -> FitResult:
     """Train ``model`` (in place) by minimising the K-step rollout loss with Adam; return the history.
 
-    ``model``: a :class:`~hybrida.learn.surrogate.SurrogateModel` (any
+    ``model``: a :class:`~hybrida.models.surrogate.SurrogateModel` (any
     ``nn.Module`` that is also a :class:`~hybrida.models.base.Model`; its
     ``step`` is rolled out) or a bare ``nn.Module`` mapping states (B, n) to
     the next states. ``train``/``valid``: datasets, or trajectories (T, n)

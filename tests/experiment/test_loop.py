@@ -9,16 +9,17 @@ import pytest
 import torch
 
 from hybrida.assimilation.ensemble.etkf import ETKF
-from hybrida.experiment.twin import make_twin
-from hybrida.learn.loop import (
+from hybrida.experiment.loop import (
     assimilate,
     da_ml_loop,
     interpolate_observations,
     observation_mask,
     observation_score,
 )
-from hybrida.learn.surrogate import ResidualCNN, SurrogateModel
+from hybrida.experiment.twin import make_twin
 from hybrida.models.lorenz96 import Lorenz96
+from hybrida.models.surrogate import SurrogateModel
+from hybrida.nn import ResidualCNN
 from hybrida.observations.networks import IdentityObs, RandomSubsetObs
 
 

@@ -1,6 +1,6 @@
 """Reanalyses for the DA–ML loop: filter or fixed-lag smoother runs with a (learned) model, and a model-noise estimate.
 
-The DA half of Brajard et al. (2020)'s loop (:mod:`hybrida.learn.loop`): cycle a
+The DA half of Brajard et al. (2020)'s loop (:mod:`hybrida.experiment.loop`): cycle a
 method with a model over an observation sequence and keep the analysis means
 and spreads (:func:`assimilate`), or smooth them with a fixed-lag EnKS
 (:func:`smooth`); :func:`forecast_error_std` estimates a model's one-step error

@@ -12,10 +12,10 @@ x_{k+1} = Phi(x_k) + eta_k, eta_k ~ N(0, sigma_m^2 I) (Brajard et al. 2020 add
 Gaussian model noise to the ensemble forecasts): :class:`~hybrida.models.noisy.NoisyModel` draws
 eta from an explicit generator, and ``sigma_m`` is either given or estimated
 each iteration from the one-step innovations of the current archive
-(:func:`~hybrida.learn.reanalysis.forecast_error_std`). The fits can weight
+(:func:`~hybrida.experiment.reanalysis.forecast_error_std`). The fits can weight
 each training target by the inverse analysis variance 1 / (sigma_a^2 + c), as
 in their code. The DA runs themselves (filter or fixed-lag smoother) are in
-:mod:`hybrida.learn.reanalysis`, re-exported here.
+:mod:`hybrida.experiment.reanalysis`, re-exported here.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ from torch import Tensor
 
 from hybrida import metrics
 from hybrida.assimilation.base import AssimilationMethod
-from hybrida.learn.reanalysis import Reanalysis, assimilate, forecast_error_std, smooth
-from hybrida.learn.surrogate import SurrogateModel
+from hybrida.experiment.reanalysis import Reanalysis, assimilate, forecast_error_std, smooth
 from hybrida.learn.train import FitResult, TrajectoryDataset, fit
 from hybrida.models.base import Model
 from hybrida.models.noisy import NoisyModel
+from hybrida.models.surrogate import SurrogateModel
 from hybrida.observations.base import Observation
 
 __all__ = [

@@ -8,9 +8,9 @@ import pytest
 import torch
 from test_pipeline import tiny
 
+from hybrida.experiment import surrogate_pipeline as pl
 from hybrida.experiment.config import ConfigError
-from hybrida.learn import pipeline as pl
-from hybrida.learn.pipeline import load_surrogate_config, run_surrogate_experiment
+from hybrida.experiment.surrogate_pipeline import load_surrogate_config, run_surrogate_experiment
 from hybrida.models.base import Model
 from hybrida.models.noisy import NoisyModel
 

@@ -12,14 +12,14 @@ from pydantic import BaseModel
 
 from hybrida.experiment.builder import build
 from hybrida.experiment.config import ConfigError
-from hybrida.learn import diagnostics as dg
-from hybrida.learn.persist import load_surrogate
-from hybrida.learn.pipeline import (
+from hybrida.experiment.surrogate_pipeline import (
     PRESETS,
     SurrogateExperimentConfig,
     load_surrogate_config,
     run_surrogate_experiment,
 )
+from hybrida.learn import diagnostics as dg
+from hybrida.learn.persist import load_surrogate
 
 PLOTS = ("valid_time.png", "spectra.png", "lyapunov.png", "da_rmse.png", "training.png")
 

@@ -5,16 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hybrida.learn import (
-    BrajardCNN,
-    ResidualCNN,
-    ResidualMLP,
-    SurrogateModel,
-    adjoint_test,
-    taylor_test,
-)
-from hybrida.models import Lorenz96, jacobian
+from hybrida.learn import adjoint_test, taylor_test
+from hybrida.models import Lorenz96, SurrogateModel, jacobian
 from hybrida.models.linearize import lyapunov_exponents
+from hybrida.nn import BrajardCNN, ResidualCNN, ResidualMLP
 
 N = 12
 

@@ -10,12 +10,13 @@ import torch
 from test_loop import small_loop
 
 from hybrida.assimilation.ensemble.etkf import ETKF
+from hybrida.experiment.loop import assimilate, da_ml_loop, forecast_error_std, smooth
 from hybrida.experiment.twin import make_twin
-from hybrida.learn.loop import assimilate, da_ml_loop, forecast_error_std, smooth
-from hybrida.learn.surrogate import ResidualCNN, SurrogateModel
 from hybrida.models.base import Model
 from hybrida.models.lorenz96 import Lorenz96
 from hybrida.models.noisy import NoisyModel
+from hybrida.models.surrogate import SurrogateModel
+from hybrida.nn import ResidualCNN
 from hybrida.observations.networks import RandomSubsetObs
 
 
@@ -141,7 +142,7 @@ def test_smoothed_reanalysis_beats_the_filter_and_is_seeded(twin):
 
 
 def test_loop_with_a_smoother_trains_on_smoothed_analyses(twin, monkeypatch):
-    import hybrida.learn.loop as loop_module
+    import hybrida.experiment.loop as loop_module
 
     _, tw = twin
     calls = []
@@ -159,7 +160,7 @@ def test_loop_with_a_smoother_trains_on_smoothed_analyses(twin, monkeypatch):
 
 
 def test_observation_field_places_values_and_inverse_variances(twin):
-    from hybrida.learn.loop import observation_field
+    from hybrida.experiment.loop import observation_field
 
     _, tw = twin
     values, inv_var = observation_field(tw.observations, 20)
@@ -175,7 +176,7 @@ def test_observation_field_places_values_and_inverse_variances(twin):
 
 
 def test_loop_with_observation_targets_fits_analyses_to_the_observations(twin, monkeypatch):
-    from hybrida.learn import loop as lp
+    from hybrida.experiment import loop as lp
     from hybrida.learn.train import TrajectoryDataset
 
     _, tw = twin

@@ -1,6 +1,6 @@
 """The DA–ML pipeline: twin → training archive → surrogate → diagnostics and DA with the surrogate.
 
-One config (:class:`~hybrida.learn.pipeline_config.SurrogateExperimentConfig`) describes the whole
+One config (:class:`~hybrida.experiment.surrogate_config.SurrogateExperimentConfig`) describes the whole
 experiment of Brajard et al. (2020): a twin (truth and sparse noisy
 observations), a training archive taken from the truth (upper bound), from a
 classical reanalysis with the true model, or from the iterative DA–ML loop
@@ -25,22 +25,26 @@ import torch
 from hybrida import metrics, registry
 from hybrida.experiment.builder import build, instantiate, resolve
 from hybrida.experiment.config import MethodConfig
+from hybrida.experiment.loop import da_ml_loop, interpolate_observations
+from hybrida.experiment.reanalysis import assimilate
 from hybrida.experiment.runner import torch_threads
-from hybrida.learn import diagnostics as dg
-from hybrida.learn.loop import da_ml_loop, interpolate_observations
-from hybrida.learn.pipeline_config import (
+from hybrida.experiment.surrogate_config import (
     DESCRIPTIONS,
     PRESETS,
     SurrogateExperimentConfig,
     load_surrogate_config,
     read_surrogate_source,
 )
-from hybrida.learn.pipeline_report import summary_rows, table_markdown, write_outputs  # re-exported
-from hybrida.learn.reanalysis import assimilate
-from hybrida.learn.surrogate import SurrogateModel
+from hybrida.experiment.surrogate_report import (  # re-exported
+    summary_rows,
+    table_markdown,
+    write_outputs,
+)
+from hybrida.learn import diagnostics as dg
 from hybrida.learn.train import fit
 from hybrida.models.base import Model
 from hybrida.models.noisy import NoisyModel
+from hybrida.models.surrogate import SurrogateModel
 
 __all__ = [
     "DESCRIPTIONS",

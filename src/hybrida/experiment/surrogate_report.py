@@ -6,11 +6,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+from hybrida.experiment.surrogate_config import SurrogateExperimentConfig
 from hybrida.io.atomic import atomic_write
 from hybrida.io.results import write_summary
 from hybrida.learn.persist import save_surrogate
-from hybrida.learn.pipeline_config import SurrogateExperimentConfig
-from hybrida.learn.surrogate import SurrogateModel
+from hybrida.models.surrogate import SurrogateModel
 
 __all__ = ["summary_rows", "table_markdown", "write_outputs"]
 

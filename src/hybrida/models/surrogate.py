@@ -16,191 +16,15 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
 
 from hybrida.models.base import Model
 from hybrida.models.integrators import euler_step, rk4_step
+from hybrida.nn.common import positive_int
 
 SCHEMES = ("rk4", "euler", "increment")
-_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "relu": nn.ReLU,
-    "gelu": nn.GELU,
-    "tanh": nn.Tanh,
-    "silu": nn.SiLU,
-}
-
-
-@contextmanager
-def seeded(seed: int | None) -> Iterator[None]:
-    """Run the block with the global torch RNG seeded to ``seed`` and restore it afterwards.
-
-    Used for layer initialisation (``nn.Linear``/``nn.Conv1d`` draw from the
-    global RNG); ``None`` leaves the global RNG untouched and unseeded.
-    """
-    if seed is None:
-        yield
-        return
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
-        yield
-
-
-def _positive_int(name: str, value: int) -> int:
-    if isinstance(value, bool) or int(value) != value or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value}")
-    return int(value)
-
-
-def _odd_kernel(kernel_size: int) -> int:
-    k = _positive_int("kernel_size", kernel_size)
-    if k % 2 == 0:
-        raise ValueError(f"kernel_size must be odd (centred periodic stencil), got {k}")
-    return k
-
-
-def _activation(name: str) -> nn.Module:
-    if name not in _ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {name!r}")
-    return _ACTIVATIONS[name]()
-
-
-def periodic_conv(c_in: int, c_out: int, kernel_size: int) -> nn.Conv1d:
-    """A 1D convolution with circular (periodic) padding that keeps the grid length."""
-    return nn.Conv1d(c_in, c_out, kernel_size, padding=kernel_size // 2, padding_mode="circular")
-
-
-class BrajardCNN(nn.Module):
-    """CNN with a bilinear layer for Lorenz-96-like rings (Brajard et al. 2020, after Fablet et al. 2018).
-
-    Layers (all convolutions periodic): three parallel convolutions a, b, c
-    with ``filters`` channels and width ``kernel_size`` (no activation); the
-    bilinear layer concatenates [a, b * c]; a convolution to ``hidden``
-    channels with ReLU; a width-1 convolution to one output channel (linear).
-    The product b * c can express the quadratic advection term of L96
-    exactly. Brajard et al. use 24 / 37 filters of width 5 and an input batch
-    normalisation, which here is replaced by the fixed input normalisation of
-    :class:`SurrogateModel` (same effect at inference, deterministic).
-    Input and output: (B, n).
-    """
-
-    def __init__(
-        self, filters: int = 24, hidden: int = 37, kernel_size: int = 5, seed: int | None = None
-    ) -> None:
-        super().__init__()
-        filters = _positive_int("filters", filters)
-        hidden = _positive_int("hidden", hidden)
-        kernel_size = _odd_kernel(kernel_size)
-        self.config = {"filters": filters, "hidden": hidden, "kernel_size": kernel_size}
-        with seeded(seed):
-            self.conv_a = periodic_conv(1, filters, kernel_size)
-            self.conv_b = periodic_conv(1, filters, kernel_size)
-            self.conv_c = periodic_conv(1, filters, kernel_size)
-            self.conv_hidden = periodic_conv(2 * filters, hidden, kernel_size)
-            self.conv_out = nn.Conv1d(hidden, 1, 1)
-
-    def forward(self, z: Tensor) -> Tensor:
-        h = z.unsqueeze(-2)
-        h = torch.cat((self.conv_a(h), self.conv_b(h) * self.conv_c(h)), dim=-2)
-        h = torch.relu(self.conv_hidden(h))
-        return self.conv_out(h).squeeze(-2)
-
-
-class ResidualCNN(nn.Module):
-    """Periodic 1D CNN with residual blocks h <- h + act(conv(h)); input and output (B, n).
-
-    A width-``kernel_size`` lifting convolution to ``channels``, ``blocks``
-    residual blocks (He et al. 2016), a width-1 projection to one channel.
-    Translation-equivariant on the ring, so it suits homogeneous models (L96, KS).
-    """
-
-    def __init__(
-        self,
-        channels: int = 32,
-        blocks: int = 2,
-        kernel_size: int = 5,
-        activation: str = "gelu",
-        seed: int | None = None,
-    ) -> None:
-        super().__init__()
-        channels = _positive_int("channels", channels)
-        if isinstance(blocks, bool) or int(blocks) != blocks or blocks < 0:
-            raise ValueError(f"blocks must be an integer >= 0, got {blocks}")
-        kernel_size = _odd_kernel(kernel_size)
-        self.act = _activation(activation)
-        self.config = {
-            "channels": channels,
-            "blocks": int(blocks),
-            "kernel_size": kernel_size,
-            "activation": activation,
-        }
-        with seeded(seed):
-            self.lift = periodic_conv(1, channels, kernel_size)
-            self.blocks = nn.ModuleList(
-                periodic_conv(channels, channels, kernel_size) for _ in range(int(blocks))
-            )
-            self.proj = nn.Conv1d(channels, 1, 1)
-
-    def forward(self, z: Tensor) -> Tensor:
-        h = self.act(self.lift(z.unsqueeze(-2)))
-        for conv in self.blocks:
-            h = h + self.act(conv(h))
-        return self.proj(h).squeeze(-2)
-
-
-class ResidualMLP(nn.Module):
-    """Fully connected network with residual blocks h <- h + act(W h + b); input and output (B, n).
-
-    Generic (no spatial structure assumed): Linear(n, width), ``blocks``
-    residual blocks, Linear(width, n). Used with ``scheme="increment"`` it is
-    the residual map x -> x + net(x).
-    """
-
-    def __init__(
-        self,
-        n: int,
-        width: int = 128,
-        blocks: int = 2,
-        activation: str = "gelu",
-        seed: int | None = None,
-    ) -> None:
-        super().__init__()
-        n = _positive_int("n", n)
-        width = _positive_int("width", width)
-        if isinstance(blocks, bool) or int(blocks) != blocks or blocks < 0:
-            raise ValueError(f"blocks must be an integer >= 0, got {blocks}")
-        self.act = _activation(activation)
-        self.config = {"n": n, "width": width, "blocks": int(blocks), "activation": activation}
-        with seeded(seed):
-            self.lift = nn.Linear(n, width)
-            self.blocks = nn.ModuleList(nn.Linear(width, width) for _ in range(int(blocks)))
-            self.proj = nn.Linear(width, n)
-
-    def forward(self, z: Tensor) -> Tensor:
-        h = self.act(self.lift(z))
-        for lin in self.blocks:
-            h = h + self.act(lin(h))
-        return self.proj(h)
-
-
-#: networks that :func:`hybrida.learn.persist.load_surrogate` can rebuild from their config
-NETWORKS: dict[str, type[nn.Module]] = {
-    "BrajardCNN": BrajardCNN,
-    "ResidualCNN": ResidualCNN,
-    "ResidualMLP": ResidualMLP,
-}
-
-
-def register_network(cls: type[nn.Module]) -> type[nn.Module]:
-    """Make a network class loadable by name (usable as a decorator).
-
-    The class must accept its ``config`` dict as keyword arguments.
-    """
-    NETWORKS[cls.__name__] = cls
-    return cls
 
 
 def _stat(v: Tensor | float, n: int, name: str) -> Tensor:
@@ -253,7 +77,7 @@ class SurrogateModel(nn.Module, Model):
         nn.Module.__init__(self)
         if not isinstance(net, nn.Module):
             raise TypeError(f"net must be a torch.nn.Module, got {type(net).__name__}")
-        self.n = _positive_int("n", n)
+        self.n = positive_int("n", n)
         dt = float(dt)
         if not math.isfinite(dt) or dt <= 0.0:
             raise ValueError(f"dt must be a finite number > 0, got {dt}")
@@ -299,7 +123,7 @@ class SurrogateModel(nn.Module, Model):
         traj = torch.as_tensor(trajectory).detach().to(torch.float64)
         if traj.ndim != 2 or traj.shape[0] < 2:
             raise ValueError(f"trajectory must have shape (T >= 2, n), got {tuple(traj.shape)}")
-        steps_between = _positive_int("steps_between", steps_between)
+        steps_between = positive_int("steps_between", steps_between)
         n = traj.shape[-1]
         diff = (traj[1:] - traj[:-1]) / steps_between
         if scheme in ("rk4", "euler"):

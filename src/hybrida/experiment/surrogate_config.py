@@ -1,7 +1,7 @@
 """Configuration of the DA–ML pipeline: the schema, built-in setups, and loading with overrides.
 
 :class:`SurrogateExperimentConfig` describes one run of
-:func:`hybrida.learn.pipeline.run_surrogate_experiment` (Brajard et al. 2020):
+:func:`hybrida.experiment.surrogate_pipeline.run_surrogate_experiment` (Brajard et al. 2020):
 the twin, the training source, the network, training, the DA–ML loop and the
 evaluation. Validation errors name the field and the allowed values.
 """
@@ -32,8 +32,9 @@ from hybrida.experiment.config import (
     read_yaml_mapping,
     validate_config,
 )
-from hybrida.learn.surrogate import NETWORKS, SCHEMES
 from hybrida.learn.train import LR_SCHEDULES
+from hybrida.models.surrogate import SCHEMES
+from hybrida.nn import NETWORKS
 
 #: the twin of Brajard et al. (2020): L96 n=40, half the grid observed at random each step, sigma_o = 1
 DEFAULT_EXPERIMENT: dict[str, Any] = {
@@ -62,7 +63,7 @@ class NetworkConfig(_Strict):
     """Which network learns the dynamics, and how it is turned into a model step."""
 
     name: str = Field(
-        "BrajardCNN", description="network class registered in hybrida.learn.NETWORKS"
+        "BrajardCNN", description="network class registered in hybrida.nn.NETWORKS"
     )
     params: dict[str, Any] = Field(
         default_factory=dict,
