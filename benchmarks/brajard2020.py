@@ -48,7 +48,7 @@ from torch import Tensor
 from hybrida.assimilation.ensemble.enkf_n import EnKFN
 from hybrida.assimilation.ensemble.etkf import ETKF
 from hybrida.assimilation.ensemble.letkf import LETKF
-from hybrida.experiment.loop import assimilate, da_ml_loop
+from hybrida.experiment.loop import LoopSettings, assimilate, da_ml_loop
 from hybrida.experiment.twin import make_twin
 from hybrida.learn.diagnostics import (
     L96_LEADING_LYAPUNOV,
@@ -115,15 +115,17 @@ def run_density(p: float, args, sources: list[str]) -> list[dict]:
             "time_limit_s": args.time_limit if args.time_limit and args.time_limit > 0 else None,
         }
         if source == "loop":
-            res = da_ml_loop(
-                lambda a: SurrogateModel.from_trajectory(BrajardCNN(seed=args.seed), a, dt=model.dt),
-                lambda: make_method(args.method), obs_train, 40, truth=truth_train, max_iterations=args.iterations,
-                patience=args.patience, burn_in=50, fit_kwargs=fit_kw, seed=args.seed,
-                interpolate=args.interpolate,
-                first_fit_kwargs={"epochs": args.first_epochs} if args.first_epochs else None,
+            settings = LoopSettings(
+                max_iterations=args.iterations, patience=args.patience, burn_in=50,
+                fit_kwargs=fit_kw, seed=args.seed, interpolate=args.interpolate,
+                first_fit_kwargs={"epochs": args.first_epochs} if args.first_epochs else {},
                 model_noise=_noise_arg(args.model_noise), noise_scale=args.noise_scale,
                 weight_by_spread=args.weight_by_spread, targets=args.targets,
                 smoother={"N": 30, "lag": args.smoother_lag, "infl": args.smoother_infl} if args.smoother_lag else None,
+            )
+            res = da_ml_loop(
+                lambda a: SurrogateModel.from_trajectory(BrajardCNN(seed=args.seed), a, dt=model.dt),
+                lambda: make_method(args.method), obs_train, 40, settings, truth=truth_train,
             )
             sur = res.surrogate
             info["train_rmse"] = res.steps[res.best_iteration].rmse_a

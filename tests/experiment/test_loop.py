@@ -10,6 +10,7 @@ import torch
 
 from hybrida.assimilation.ensemble.etkf import ETKF
 from hybrida.experiment.loop import (
+    LoopSettings,
     assimilate,
     da_ml_loop,
     interpolate_observations,
@@ -103,13 +104,15 @@ def small_loop(tw, **kwargs):
         lambda: ETKF(N=10, infl=1.1),
         tw.observations,
         20,
+        LoopSettings(
+            max_iterations=2,
+            patience=2,
+            burn_in=20,
+            fit_kwargs={"epochs": 2, "batch_size": 32, "lr": 1e-3},
+            first_fit_kwargs={"epochs": 3},
+            **kwargs,
+        ),
         truth=tw.truth,
-        max_iterations=2,
-        patience=2,
-        burn_in=20,
-        fit_kwargs={"epochs": 2, "batch_size": 32, "lr": 1e-3},
-        first_fit_kwargs={"epochs": 3},
-        **kwargs,
     )
 
 
@@ -128,7 +131,7 @@ def test_loop_trains_assimilates_and_keeps_the_best(twin):
 def test_loop_rejects_bad_input(twin):
     _, tw = twin
     with pytest.raises(ValueError, match="valid_fraction"):
-        da_ml_loop(lambda a: None, lambda: None, tw.observations, 20, valid_fraction=1.5)
+        LoopSettings(valid_fraction=1.5)
     with pytest.raises(ValueError, match="first_guess"):
         da_ml_loop(lambda a: None, lambda: None, tw.observations, 20, first_guess=torch.zeros(5, 20))
     full = [IdentityObs(n=20).network(1)]

@@ -10,7 +10,7 @@ import torch
 from test_loop import small_loop
 
 from hybrida.assimilation.ensemble.etkf import ETKF
-from hybrida.experiment.loop import assimilate, da_ml_loop, forecast_error_std, smooth
+from hybrida.experiment.loop import LoopSettings, assimilate, da_ml_loop, forecast_error_std, smooth
 from hybrida.experiment.twin import make_twin
 from hybrida.models.base import Model
 from hybrida.models.lorenz96 import Lorenz96
@@ -97,16 +97,15 @@ def test_loop_with_estimated_model_noise_is_seeded_and_records_it(twin):
     assert all(s.model_noise == 0.0 for s in off.steps)
 
 
-def test_loop_rejects_bad_noise_settings(twin):
-    _, tw = twin
+def test_loop_rejects_bad_noise_settings():
     with pytest.raises(ValueError, match="model_noise"):
-        da_ml_loop(lambda a: None, lambda: None, tw.observations, 20, model_noise="huge")
+        LoopSettings(model_noise="huge")
     with pytest.raises(ValueError, match="model_noise"):
-        da_ml_loop(lambda a: None, lambda: None, tw.observations, 20, model_noise=-0.1)
+        LoopSettings(model_noise=-0.1)
     with pytest.raises(ValueError, match="noise_scale"):
-        da_ml_loop(lambda a: None, lambda: None, tw.observations, 20, noise_scale=math.nan)
+        LoopSettings(noise_scale=math.nan)
     with pytest.raises(ValueError, match="spread_floor"):
-        da_ml_loop(lambda a: None, lambda: None, tw.observations, 20, spread_floor=0.0)
+        LoopSettings(spread_floor=0.0)
 
 
 def test_smoothed_reanalysis_beats_the_filter_and_is_seeded(twin):
@@ -193,10 +192,12 @@ def test_loop_with_observation_targets_fits_analyses_to_the_observations(twin, m
         lambda: ETKF(N=8, infl=1.1),
         tw.observations,
         20,
-        max_iterations=2,
-        patience=2,
-        targets="observations",
-        fit_kwargs={"epochs": 2, "batch_size": 32, "rollout": 2},
+        LoopSettings(
+            max_iterations=2,
+            patience=2,
+            targets="observations",
+            fit_kwargs={"epochs": 2, "batch_size": 32, "rollout": 2},
+        ),
     )
     assert len(result.steps) == 2 and len(calls) == 2
     assert isinstance(calls[0][0], torch.Tensor)  # iteration 0: the interpolated first guess
@@ -212,4 +213,4 @@ def test_loop_with_observation_targets_fits_analyses_to_the_observations(twin, m
     # the inputs are the previous iteration's analyses, not observations
     assert not torch.allclose(x[40], y[40, 0])
     with pytest.raises(ValueError, match="targets"):
-        da_ml_loop(lambda a: None, lambda: None, tw.observations, 20, targets="truth")
+        LoopSettings(targets="truth")

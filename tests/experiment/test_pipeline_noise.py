@@ -122,8 +122,8 @@ def test_loop_model_noise_reaches_the_loop(monkeypatch, value, expected):
     class Stop(Exception):
         pass
 
-    def spy(*args, **kwargs):
-        seen.update(kwargs)
+    def spy(make_surrogate, make_method, observations, n, settings, **kwargs):
+        seen.update(vars(settings))
         raise Stop
 
     cfg = tiny("loop")
@@ -148,8 +148,8 @@ def test_brajard2020_preset_passes_the_loop_settings(monkeypatch):
     class Stop(Exception):
         pass
 
-    def spy(make_surrogate, make_method, *args, **kwargs):
-        seen.update(kwargs, method=make_method())
+    def spy(make_surrogate, make_method, observations, n, settings, **kwargs):
+        seen.update(vars(settings), method=make_method())
         raise Stop
 
     monkeypatch.setattr(pl, "da_ml_loop", spy)

@@ -41,6 +41,7 @@ from hybrida.observations.base import Observation
 
 __all__ = [
     "LoopResult",
+    "LoopSettings",
     "LoopStep",
     "Reanalysis",
     "assimilate",
@@ -182,95 +183,93 @@ class LoopResult:
     first_guess_rmse: float = math.nan
 
 
-def da_ml_loop(
-    make_surrogate: Callable[[Tensor], SurrogateModel],
-    make_method: Callable[[], AssimilationMethod],
-    observations: Sequence[Observation],
-    n: int,
-    *,
-    first_guess: Tensor | None = None,
-    interpolate: str = "time",
-    truth: Tensor | None = None,
-    max_iterations: int = 5,
-    patience: int = 1,
-    valid_fraction: float = 0.2,
-    initial_std: float = 1.0,
-    burn_in: int = 0,
-    score_lead: int = 4,
-    fit_kwargs: dict[str, Any] | None = None,
-    first_fit_kwargs: dict[str, Any] | None = None,
-    model_noise: float | str | None = None,
-    noise_scale: float = 1.0,
-    weight_by_spread: bool = False,
-    spread_floor: float = 0.01,
-    smoother: dict[str, Any] | None = None,
-    targets: str = "analyses",
-    seed: int = 0,
-) -> LoopResult:
-    """Alternate training on analyses and assimilation with the trained surrogate (Brajard et al. 2020).
+@dataclass(frozen=True)
+class LoopSettings:
+    """Settings of :func:`da_ml_loop` (Brajard et al. 2020), validated on construction.
 
-    Iteration 0 trains on ``first_guess`` (``(K + 1, n)``; default: the
-    observations interpolated ``interpolate="time"`` or ``"space"`` by
-    :func:`interpolate_observations`, with the loss restricted to observed
-    entries) and later iterations on the previous analyses, warm-starting from
-    the previous weights. The last ``valid_fraction`` of the cycles is held out:
-    early stopping of each fit and the loop's :func:`observation_score`
-    (forecasts of ``score_lead`` cycles) use it. The loop stops after ``max_iterations`` or when the score has not
-    improved for ``patience`` iterations; the best surrogate is returned.
-    ``truth`` (optional, twin experiments) only adds ``rmse_a`` to the history.
-    ``fit_kwargs`` go to every :func:`~hybrida.learn.train.fit`, updated by
-    ``first_fit_kwargs`` for iteration 0 (e.g. more epochs from scratch).
-
-    Model error in the DA step: ``model_noise=None`` assimilates with the
-    deterministic surrogate; a number is the std sigma_m of additive Gaussian
-    noise per step (:class:`~hybrida.models.noisy.NoisyModel`); ``"innovation"`` sets sigma_m =
-    ``noise_scale`` x :func:`forecast_error_std` of the surrogate's one-step
-    forecasts from the current archive over the validation cycles, re-estimated
-    every iteration. Noise draws are seeded from ``seed``.
-    ``smoother``: ``{"N": .., "lag": .., "infl": ..}`` replaces the filter of
-    ``make_method`` by a fixed-lag EnKS (:func:`smooth`): smoothed analyses as
-    the next training targets.
-    ``weight_by_spread``: fits after iteration 0 weight each target entry by
-    1 / (sigma_a^2 + ``spread_floor``), sigma_a the analysis ensemble std
-    (Brajard et al.'s code).
-    ``targets``: what the fits after iteration 0 regress on — ``"analyses"``
-    (the next analyses, as Brajard et al.) or ``"observations"``: rollouts from
-    the analyses scored against the later observations themselves, weighted by
-    1 / R_ii (:func:`observation_field`). Observation targets are noisier but
-    independent of the surrogate that made the analyses. On Brajard's L96 setup
-    they did worse (1.0 against 1.8 Lyapunov times, docs/benchmarks.md): the
-    inputs' analysis errors are no longer matched by the correlated errors of
-    analysis targets, and the fit blurs the dynamics.
+    - ``interpolate``: how the first guess fills unobserved entries, ``"time"`` or ``"space"``
+      (:func:`interpolate_observations`).
+    - ``max_iterations``, ``patience``: at most this many DA–ML iterations; stop after
+      ``patience`` iterations without a better observation score.
+    - ``valid_fraction``: the last share of the cycles held out for early stopping of each fit
+      and for the loop's :func:`observation_score` (forecasts of ``score_lead`` cycles).
+    - ``initial_std``, ``burn_in``: the initial ensemble std of each DA run; cycles left out of
+      the (twin-only) ``rmse_a``.
+    - ``fit_kwargs`` go to every :func:`~hybrida.learn.train.fit`, updated by
+      ``first_fit_kwargs`` for iteration 0 (e.g. more epochs from scratch).
+    - ``model_noise``: ``None`` assimilates with the deterministic surrogate; a number is the
+      std sigma_m of additive Gaussian noise per step (:class:`~hybrida.models.noisy.NoisyModel`);
+      ``"innovation"`` sets sigma_m = ``noise_scale`` x :func:`forecast_error_std` of the
+      surrogate's one-step forecasts over the validation cycles, re-estimated each iteration.
+    - ``weight_by_spread``: fits after iteration 0 weight each target entry by
+      1 / (sigma_a^2 + ``spread_floor``), sigma_a the analysis ensemble std (Brajard et al.'s code).
+    - ``smoother``: ``{"N": .., "lag": .., "infl": ..}`` replaces the filter by a fixed-lag EnKS
+      (:func:`smooth`): smoothed analyses as the next training targets.
+    - ``targets``: what the fits after iteration 0 regress on — ``"analyses"`` (the next
+      analyses, as Brajard et al.) or ``"observations"``: rollouts from the analyses scored
+      against the later observations, weighted by 1 / R_ii (:func:`observation_field`).
+      Observation targets are independent of the surrogate that made the analyses but did worse
+      on Brajard's L96 setup (1.0 against 1.8 Lyapunov times, docs/benchmarks.md): the fit
+      blurs the dynamics.
+    - ``seed``: seeds every fit and every noise draw.
     """
+
+    interpolate: str = "time"
+    max_iterations: int = 5
+    patience: int = 1
+    valid_fraction: float = 0.2
+    initial_std: float = 1.0
+    burn_in: int = 0
+    score_lead: int = 4
+    fit_kwargs: dict[str, Any] = field(default_factory=dict)
+    first_fit_kwargs: dict[str, Any] = field(default_factory=dict)
+    model_noise: float | str | None = None
+    noise_scale: float = 1.0
+    weight_by_spread: bool = False
+    spread_floor: float = 0.01
+    smoother: dict[str, Any] | None = None
+    targets: str = "analyses"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        def bad(name: str, what: str) -> ValueError:
+            return ValueError(f"LoopSettings: {name} must be {what}, got {getattr(self, name)!r}")
+
+        if self.interpolate not in ("time", "space"):
+            raise bad("interpolate", "'time' or 'space'")
+        for name in ("max_iterations", "patience", "score_lead"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise bad(name, "an integer >= 1")
+        if isinstance(self.burn_in, bool) or not isinstance(self.burn_in, int) or self.burn_in < 0:
+            raise bad("burn_in", "an integer >= 0")
+        if not 0.0 < self.valid_fraction < 1.0:
+            raise bad("valid_fraction", "in (0, 1)")
+        if not (math.isfinite(self.initial_std) and self.initial_std > 0):
+            raise bad("initial_std", "a finite number > 0")
+        noise = self.model_noise
+        if noise is not None and noise != "innovation" and (
+            isinstance(noise, (str, bool)) or not (math.isfinite(float(noise)) and float(noise) >= 0)
+        ):
+            raise bad("model_noise", "None, a number >= 0 or 'innovation'")
+        if not (math.isfinite(self.noise_scale) and self.noise_scale >= 0):
+            raise bad("noise_scale", "a finite number >= 0")
+        if not (math.isfinite(self.spread_floor) and self.spread_floor > 0):
+            raise bad("spread_floor", "a finite number > 0")
+        if self.targets not in ("analyses", "observations"):
+            raise bad("targets", "'analyses' or 'observations'")
+        if self.targets == "observations" and self.weight_by_spread:
+            raise ValueError("LoopSettings: weight_by_spread applies to analysis targets only")
+
+
+def _first_guess(
+    observations: Sequence[Observation], n: int, first_guess: Tensor | None, along: str
+) -> tuple[Tensor, Tensor | None]:
+    """The archive of iteration 0, ``(K + 1, n)``, and its loss weights (observed entries only)."""
     K = len(observations)
-    if K < 10:
-        raise ValueError(f"da_ml_loop: need at least 10 cycles of observations, got {K}")
-    if not 0.0 < valid_fraction < 1.0:
-        raise ValueError(f"da_ml_loop: valid_fraction must lie in (0, 1), got {valid_fraction}")
-    if isinstance(max_iterations, bool) or int(max_iterations) < 1:
-        raise ValueError(
-            f"da_ml_loop: max_iterations must be an integer >= 1, got {max_iterations}"
-        )
-    fixed = model_noise is not None and model_noise != "innovation"
-    if fixed and (
-        isinstance(model_noise, str)
-        or not (math.isfinite(float(model_noise)) and float(model_noise) >= 0)
-    ):
-        raise ValueError(
-            f"da_ml_loop: model_noise must be None, a number >= 0 or 'innovation', got {model_noise!r}"
-        )
-    if not (math.isfinite(noise_scale) and noise_scale >= 0):
-        raise ValueError(f"da_ml_loop: noise_scale must be a finite number >= 0, got {noise_scale}")
-    if not (math.isfinite(spread_floor) and spread_floor > 0):
-        raise ValueError(f"da_ml_loop: spread_floor must be a finite number > 0, got {spread_floor}")
-    if targets not in ("analyses", "observations"):
-        raise ValueError(f"da_ml_loop: targets must be 'analyses' or 'observations', got {targets!r}")
-    if targets == "observations" and weight_by_spread:
-        raise ValueError("da_ml_loop: weight_by_spread applies to analysis targets only")
-    cut = K + 1 - max(2, round(valid_fraction * (K + 1)))
     weights = None
     if first_guess is None:
-        first_guess = interpolate_observations(observations, n, along=interpolate)
+        first_guess = interpolate_observations(observations, n, along=along)
         first_guess = torch.cat((first_guess[:1], first_guess))  # row 0: no observation at t=0
         mask = observation_mask(observations, n)
         weights = torch.cat((mask[:1], mask))
@@ -278,26 +277,72 @@ def da_ml_loop(
         raise ValueError(
             f"da_ml_loop: first_guess must have shape {(K + 1, n)}, got {tuple(first_guess.shape)}"
         )
-    fit_kwargs = {"progress": False, **(fit_kwargs or {})}
+    return first_guess, weights
+
+
+def _observation_targets(observations: Sequence[Observation], n: int, dtype) -> tuple[Tensor, Tensor]:
+    """Observation values and 1 / R_ii weights as ``(K + 1, n)`` targets (row k: cycle k, NaN at 0)."""
+    values, inv_var = observation_field(observations, n)
+    nan_row = torch.full((1, n), math.nan, dtype=values.dtype)
+    targets = torch.cat((nan_row, values)).to(dtype)
+    weights = torch.cat((torch.zeros(1, n, dtype=inv_var.dtype), inv_var)).to(dtype)
+    return targets, weights
+
+
+def _noise_std(
+    settings: LoopSettings, surrogate: SurrogateModel, archive: Tensor,
+    observations: Sequence[Observation], cut: int,
+) -> float:
+    """sigma_m of this iteration's DA: fixed, none, or estimated from one-step innovations."""
+    if settings.model_noise == "innovation":
+        return settings.noise_scale * forecast_error_std(surrogate, archive, observations, start=cut)
+    return 0.0 if settings.model_noise is None else float(settings.model_noise)
+
+
+def da_ml_loop(
+    make_surrogate: Callable[[Tensor], SurrogateModel],
+    make_method: Callable[[], AssimilationMethod],
+    observations: Sequence[Observation],
+    n: int,
+    settings: LoopSettings | None = None,
+    *,
+    first_guess: Tensor | None = None,
+    truth: Tensor | None = None,
+) -> LoopResult:
+    """Alternate training on analyses and assimilation with the trained surrogate (Brajard et al. 2020).
+
+    Iteration 0 trains on ``first_guess`` (``(K + 1, n)``; default: the observations
+    interpolated as ``settings.interpolate`` says, with the loss restricted to observed
+    entries) and later iterations on the previous analyses, warm-starting from the previous
+    weights. Each iteration assimilates ``observations`` with ``make_method()`` and the
+    surrogate (plus model noise, see :class:`LoopSettings`) and is scored on the held-out
+    cycles by :func:`observation_score`; the loop stops after ``settings.max_iterations`` or
+    when the score has not improved for ``settings.patience`` iterations, and returns the best
+    surrogate. ``truth`` (optional, twin experiments) only adds ``rmse_a`` to the history.
+    """
+    cfg = settings or LoopSettings()
+    K = len(observations)
+    if K < 10:
+        raise ValueError(f"da_ml_loop: need at least 10 cycles of observations, got {K}")
+    cut = K + 1 - max(2, round(cfg.valid_fraction * (K + 1)))
+    archive, weights = _first_guess(observations, n, first_guess, cfg.interpolate)
+    fit_kwargs = {"progress": False, **cfg.fit_kwargs}
     first_rmse = math.nan
     if truth is not None:
-        first_rmse = float(metrics.rmse(first_guess[1 + burn_in :], truth[1 + burn_in :]).mean())
-
+        b = 1 + cfg.burn_in
+        first_rmse = float(metrics.rmse(archive[b:], truth[b:]).mean())
     obs_targets = obs_weights = None
-    if targets == "observations":
-        values, inv_var = observation_field(observations, n)
-        nan_row = torch.full((1, n), math.nan, dtype=values.dtype)
-        obs_targets = torch.cat((nan_row, values)).to(first_guess.dtype)  # row k: cycle k
-        obs_weights = torch.cat((torch.zeros(1, n, dtype=inv_var.dtype), inv_var)).to(first_guess.dtype)
-    archive = first_guess
+    if cfg.targets == "observations":
+        obs_targets, obs_weights = _observation_targets(observations, n, archive.dtype)
+
     surrogate = make_surrogate(archive[:cut])
     best, best_score, best_iter, stale = None, math.inf, 0, 0
     steps: list[LoopStep] = []
     best_analyses = None
-    for it in range(int(max_iterations)):
+    for it in range(cfg.max_iterations):
         w_train = None if weights is None else weights[:cut]
         w_valid = None if weights is None else weights[cut:]
-        kwargs = {**fit_kwargs, **(first_fit_kwargs or {})} if it == 0 else fit_kwargs
+        kwargs = {**fit_kwargs, **cfg.first_fit_kwargs} if it == 0 else fit_kwargs
         train, valid = archive[:cut], archive[cut:]
         if it > 0 and obs_targets is not None:
             roll = {k: kwargs[k] for k in ("rollout", "steps_between") if k in kwargs}
@@ -307,41 +352,21 @@ def da_ml_loop(
                 for a, b in ((0, cut), (cut, K + 1))
             )
         result = fit(
-            surrogate,
-            train,
-            valid,
-            weights=w_train,
-            valid_weights=w_valid,
-            seed=seed + it,
-            description=f"DA-ML iteration {it}",
-            **kwargs,
+            surrogate, train, valid, weights=w_train, valid_weights=w_valid,
+            seed=cfg.seed + it, description=f"DA-ML iteration {it}", **kwargs,
         )
         weights = None  # later iterations train on complete analyses
-        generator = torch.Generator().manual_seed(seed + 1000 + it)
-        if model_noise == "innovation":
-            sigma_m = noise_scale * forecast_error_std(surrogate, archive, observations, start=cut)
-        else:
-            sigma_m = 0.0 if model_noise is None else float(model_noise)
+        generator = torch.Generator().manual_seed(cfg.seed + 1000 + it)
+        sigma_m = _noise_std(cfg, surrogate, archive, observations, cut)
         forecaster: Model = surrogate
         if sigma_m > 0:
-            forecaster = NoisyModel(surrogate, sigma_m, torch.Generator().manual_seed(seed + 3000 + it))
-        if smoother is not None:
-            ana = smooth(
-                forecaster, archive[0], observations, **smoother, initial_std=initial_std,
-                truth=truth, burn_in=burn_in, generator=generator,
-            )
+            forecaster = NoisyModel(surrogate, sigma_m, torch.Generator().manual_seed(cfg.seed + 3000 + it))
+        common = {"initial_std": cfg.initial_std, "truth": truth, "burn_in": cfg.burn_in, "generator": generator}
+        if cfg.smoother is not None:
+            ana = smooth(forecaster, archive[0], observations, **cfg.smoother, **common)
         else:
-            ana = assimilate(
-                forecaster,
-                make_method(),
-                archive[0],
-                observations,
-                initial_std=initial_std,
-                truth=truth,
-                burn_in=burn_in,
-                generator=generator,
-            )
-        score = observation_score(surrogate, ana.mean, observations, start=cut, lead=score_lead)
+            ana = assimilate(forecaster, make_method(), archive[0], observations, **common)
+        score = observation_score(surrogate, ana.mean, observations, start=cut, lead=cfg.score_lead)
         if ana.diverged_at is not None:
             score = math.inf
         steps.append(LoopStep(it, result, score, ana.rmse_a, ana.diverged_at, sigma_m))
@@ -350,12 +375,12 @@ def da_ml_loop(
             best_analyses = ana.mean
         else:
             stale += 1
-            if stale >= patience:
+            if stale >= cfg.patience:
                 break
         if ana.diverged_at is None:
             archive = ana.mean
-            if weight_by_spread and ana.std is not None:
-                weights = 1.0 / (ana.std**2 + spread_floor)
+            if cfg.weight_by_spread and ana.std is not None:
+                weights = 1.0 / (ana.std**2 + cfg.spread_floor)
     if best is None:  # every iteration diverged: return the last surrogate, flagged by its scores
         best, best_analyses = surrogate, archive
     return LoopResult(best, best_iter, steps, best_analyses, first_rmse)

@@ -25,7 +25,7 @@ import torch
 from hybrida import metrics, registry
 from hybrida.experiment.builder import build, instantiate, resolve
 from hybrida.experiment.config import MethodConfig
-from hybrida.experiment.loop import da_ml_loop, interpolate_observations
+from hybrida.experiment.loop import LoopSettings, da_ml_loop, interpolate_observations
 from hybrida.experiment.reanalysis import assimilate
 from hybrida.experiment.runner import torch_threads
 from hybrida.experiment.surrogate_config import (
@@ -195,12 +195,7 @@ def _run(config, exp_cfg, out_dir, progress, plots) -> dict[str, Any]:
         def first_guess() -> torch.Tensor:
             return interpolate_observations(train_obs, model.n)
 
-        res = da_ml_loop(
-            make_surrogate,
-            lambda: _make_method(loop_method, first_guess, "loop.method.params"),
-            train_obs,
-            model.n,
-            truth=train_truth,
+        settings = LoopSettings(
             max_iterations=config.loop.max_iterations,
             patience=config.loop.patience,
             valid_fraction=tr.valid_fraction,
@@ -209,11 +204,17 @@ def _run(config, exp_cfg, out_dir, progress, plots) -> dict[str, Any]:
             score_lead=config.loop.score_lead,
             model_noise=config.loop.model_noise,
             weight_by_spread=config.loop.weight_by_spread,
-            first_fit_kwargs=(
-                {"epochs": config.loop.first_epochs} if config.loop.first_epochs else None
-            ),
+            first_fit_kwargs={"epochs": config.loop.first_epochs} if config.loop.first_epochs else {},
             fit_kwargs=fit_kwargs,
             seed=tr.seed,
+        )
+        res = da_ml_loop(
+            make_surrogate,
+            lambda: _make_method(loop_method, first_guess, "loop.method.params"),
+            train_obs,
+            model.n,
+            settings,
+            truth=train_truth,
         )
         surrogate, best = res.surrogate, res.steps[res.best_iteration]
         summary |= {
