@@ -168,10 +168,11 @@ def test_saved_surrogate_reloads_and_reproduces_the_forecasts(finished):
     truth = exp.twin.truth
     test = truth[cfg.training.train_cycles :]
     L = round(cfg.evaluation.lead / sur.dt)
-    S = min(cfg.evaluation.n_starts, test.shape[0] - L - 1)
-    starts = torch.linspace(0, test.shape[0] - L - 1, S).round().long()
+    first = min(cfg.evaluation.burn_in_cycles, test.shape[0] - L - 1)
+    S = min(cfg.evaluation.n_starts, test.shape[0] - L - first)
+    starts = torch.linspace(first, test.shape[0] - L - 1, S).round().long()
     curve = dg.forecast_skill(sur, test, starts, L, clim_std=dg.climatological_std(truth))
-    assert dg.valid_time(curve, cfg.evaluation.threshold).time == summary["valid_time"]
+    assert dg.valid_time(curve, cfg.evaluation.threshold).time == summary["valid_time_from_truth"]
 
 
 def test_same_seed_same_numbers(tmp_path):
@@ -188,3 +189,29 @@ def test_example_config_validates():
     path = Path(__file__).resolve().parents[2] / "examples" / "surrogate_l96.yaml"
     cfg = load_surrogate_config(path)
     assert cfg.source == "reanalysis" and cfg.experiment["method"]["name"] == "etkf"
+
+
+def test_valid_times_compare_like_with_like():
+    """Both models forecast from the same analyses: the true model as 'surrogate' ties with itself,
+    and the upper bound (from the truth) is what the analyses give when they equal the truth."""
+    from types import SimpleNamespace
+
+    from hybrida.experiment.surrogate_config import EvaluationConfig
+    from hybrida.experiment.surrogate_evaluation import valid_times
+    from hybrida.models import Lorenz96
+
+    model = Lorenz96(n=12, F=8.0, dt=0.05)
+    g = torch.Generator().manual_seed(0)
+    truth = model.forecast(model.forecast(model.initial_state() + torch.randn(12, generator=g), 500), 300, trajectory=True)
+    tw = SimpleNamespace(model=model, every=1, test_truth=truth, dt_cycle=0.05)
+    ev = EvaluationConfig(lead=3.0, n_starts=20, burn_in_cycles=10)
+    analyses = truth + 0.3 * torch.randn(truth.shape, generator=g, dtype=truth.dtype)
+    clim = dg.climatological_std(truth)
+    art = {}
+    out = valid_times(ev, model, tw, analyses, clim, 1.2, art)
+    assert out["valid_time"] == out["valid_time_model"] and 0.5 < out["valid_time"] < 3.0
+    assert out["valid_time_lyapunov"] == pytest.approx(1.2 * out["valid_time"])
+    assert out["valid_time_from_truth"] == pytest.approx(3.0)  # the true model from the truth never errs
+    exact = valid_times(ev, model, tw, truth, clim, None, {})
+    assert exact["valid_time"] == exact["valid_time_from_truth"]
+    assert set(art) == {"skill", "skill_reference", "skill_upper"}

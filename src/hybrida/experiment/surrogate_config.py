@@ -159,18 +159,15 @@ class EvaluationConfig(_Strict):
     )
     lead: float = Field(4.0, gt=0, description="forecast lead (model time) of the valid-time curve")
     n_starts: int = Field(
-        50, ge=1, description="forecast starts (test truth states) for the valid time"
+        50,
+        ge=1,
+        description="forecast starts for the valid time (test-period DA analyses after burn-in)",
     )
     threshold: float = Field(
         0.5,
         gt=0,
         description="normalised-RMSE threshold of the valid time (Brajard 2020's exact value is "
         "not confirmed; 0.5 of the climatological std is our convention)",
-    )
-    reference_perturbation: float = Field(
-        0.2,
-        ge=0,
-        description="std of the initial error of the true-model reference forecasts (0: skip)",
     )
     lyapunov_steps: int = Field(
         500,

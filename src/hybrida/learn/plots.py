@@ -23,17 +23,26 @@ def plot_valid_time(
     threshold: float = 0.5,
     lyapunov_exponent: float | None = None,
     reference: SkillCurve | None = None,
+    upper: SkillCurve | None = None,
 ) -> Path:
-    """Normalised forecast RMSE against lead (Lyapunov times when the exponent is known), with the threshold."""
+    """Normalised forecast RMSE against lead (Lyapunov times when the exponent is known), with the threshold.
+
+    ``curve``: the surrogate from DA analyses; ``reference``: the true model from the same
+    analyses; ``upper``: the surrogate from the truth (an upper bound on its skill).
+    """
     scale = lyapunov_exponent if lyapunov_exponent else 1.0
     fig, ax = plt.subplots(figsize=(6, 3.8))
     t = curve.times.numpy() * scale
     lo, hi = np.quantile(curve.nrmse_starts.numpy(), [0.1, 0.9], axis=0)
     ax.fill_between(t, lo, hi, color="C0", alpha=0.2, lw=0)
-    ax.plot(t, curve.nrmse.numpy(), color="C0", label="surrogate (from truth)")
+    ax.plot(t, curve.nrmse.numpy(), color="C0", label="surrogate (from DA analyses)")
     if reference is not None:
         ax.plot(
-            t, reference.nrmse.numpy(), color="C1", ls="--", label="true model (perturbed start)"
+            t, reference.nrmse.numpy(), color="C1", ls="--", label="true model (from the same analyses)"
+        )
+    if upper is not None:
+        ax.plot(
+            t, upper.nrmse.numpy(), color="C0", ls=":", label="surrogate from the truth (upper bound)"
         )
     ax.axhline(threshold, color="k", lw=0.8, ls=":", label=f"threshold {threshold:g}")
     ax.set_xlabel("lead [Lyapunov times]" if lyapunov_exponent else "lead [model time]")
@@ -134,6 +143,7 @@ def plot_surrogate_experiment(
             summary["threshold"],
             lam,
             art.get("skill_reference"),
+            art.get("skill_upper"),
         ),
         plot_spectra(
             art["spectrum_surrogate"].numpy(), art["spectrum_truth"].numpy(), out / "spectra.png"
