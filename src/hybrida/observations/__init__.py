@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hybrida.observations.alternating import AlternatingHalvesObs
 from hybrida.observations.base import Observation
 from hybrida.observations.errors import CorrelatedError, DiagonalError, ErrorModel
 from hybrida.observations.networks import (
@@ -14,6 +15,7 @@ from hybrida.observations.networks import (
 from hybrida.observations.system import ObservationSystem
 
 __all__ = [
+    "AlternatingHalvesObs",
     "CorrelatedError",
     "DiagonalError",
     "ErrorModel",

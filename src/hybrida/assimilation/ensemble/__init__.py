@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from hybrida.assimilation.ensemble.augmented import AugmentedEnsemble
 from hybrida.assimilation.ensemble.base import EnsembleMethod
 from hybrida.assimilation.ensemble.denkf import DEnKF
 from hybrida.assimilation.ensemble.enkf import EnKF
 from hybrida.assimilation.ensemble.enkf_n import EnKFN
+from hybrida.assimilation.ensemble.enks import enks
 from hybrida.assimilation.ensemble.etkf import ETKF
+from hybrida.assimilation.ensemble.ienks import IEnKS
 from hybrida.assimilation.ensemble.letkf import LETKF
 
-__all__ = ["ETKF", "LETKF", "DEnKF", "EnKF", "EnKFN", "EnsembleMethod"]
+__all__ = [
+    "ETKF",
+    "LETKF",
+    "AugmentedEnsemble",
+    "DEnKF",
+    "EnKF",
+    "EnKFN",
+    "EnsembleMethod",
+    "IEnKS",
+    "enks",
+]
