@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from hybrida.models.base import Model
 from hybrida.models.integrators import rk4_step
+from hybrida.nn.common import apply_cast
 
 KINDS = ("resolvent", "tendency")
 
@@ -78,15 +79,7 @@ class CorrectedModel(nn.Module, Model):
                 raise ValueError("CorrectedModel: per-member weights need a net with apply_weights(theta, z), e.g. PolyConv")
             return self.net.apply_weights(theta, z)
         shape = z.shape
-        z2 = z.reshape(-1, shape[-1])
-        p = next(self.net.parameters(), None)
-        if p is None or (p.dtype == z.dtype and p.device == z.device):
-            g = self.net(z2)
-        else:
-            tensors = {k: v.to(z) for k, v in self.net.named_parameters()}
-            tensors.update({k: v.to(z) for k, v in self.net.named_buffers()})
-            g = torch.func.functional_call(self.net, tensors, (z2,))
-        return g.reshape(shape)
+        return apply_cast(self.net, z.reshape(-1, shape[-1])).reshape(shape)
 
     def correction(self, x: Tensor, theta: Tensor | None = None) -> Tensor:
         """s g((x - mu) / sigma): the resolvent increment or the tendency correction at ``x``."""

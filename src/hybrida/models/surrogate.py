@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from hybrida.models.base import Model
 from hybrida.models.integrators import euler_step, rk4_step
-from hybrida.nn.common import positive_int
+from hybrida.nn.common import apply_cast, positive_int
 
 SCHEMES = ("rk4", "euler", "increment")
 
@@ -169,14 +169,7 @@ class SurrogateModel(nn.Module, Model):
         shape = z.shape
         z = z.reshape(-1, self.n)
         p = next(self.net.parameters(), None)
-        if not self.training and p is not None:
-            g = self._frozen_net(z)(z)
-        elif p is None or (p.dtype == z.dtype and p.device == z.device):
-            g = self.net(z)
-        else:
-            tensors = {k: v.to(z) for k, v in self.net.named_parameters()}
-            tensors.update({k: v.to(z) for k, v in self.net.named_buffers()})
-            g = torch.func.functional_call(self.net, tensors, (z,))
+        g = self._frozen_net(z)(z) if not self.training and p is not None else apply_cast(self.net, z)
         return g.reshape(shape)
 
     def rhs(self, x: Tensor, t: float = 0.0) -> Tensor:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -55,3 +55,17 @@ def periodic_conv(c_in: int, c_out: int, kernel_size: int) -> nn.Conv1d:
     return nn.Conv1d(c_in, c_out, kernel_size, padding=kernel_size // 2, padding_mode="circular")
 
 
+
+
+def apply_cast(net: nn.Module, z: Tensor) -> Tensor:
+    """``net(z)`` with the weights and buffers cast, differentiably, to ``z``'s dtype and device.
+
+    Weights stored in float32 then serve float64 states (DA, tangent-linear, adjoint) without
+    a copy of the module; gradients still reach the stored weights.
+    """
+    p = next(net.parameters(), None)
+    if p is None or (p.dtype == z.dtype and p.device == z.device):
+        return net(z)
+    tensors = {k: v.to(z) for k, v in net.named_parameters()}
+    tensors.update({k: v.to(z) for k, v in net.named_buffers()})
+    return torch.func.functional_call(net, tensors, (z,))
