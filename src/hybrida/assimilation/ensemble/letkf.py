@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from hybrida.assimilation.ensemble.base import EnsembleMethod
-from hybrida.assimilation.ensemble.localization import TAPERS, Neighbours
+from hybrida.assimilation.ensemble.localization import Neighbours, Taper, check_taper
 from hybrida.assimilation.ensemble.matfun import (
     DEFAULT_TOL,
     buffer,
@@ -125,7 +125,7 @@ class LETKF(EnsembleMethod):
     observations within the taper support; their R⁻¹ entries are multiplied
     by GC(d / c) with c = 1.82 · ``loc_rad`` (support 2c). ``taper="none"``
     gives weight 1 inside the support (with a huge ``loc_rad``: the global
-    ETKF). Local tables are cached per observation layout; grid points are
+    ETKF); a callable ``taper`` f gives f(d / c) (a learned taper plugs in here). Local tables are cached per observation layout; grid points are
     processed in blocks of batched N×N problems, no loop over points.
 
     ``solver`` computes the local C^{-1/2}: ``"eigh"`` (LAPACK per matrix),
@@ -150,7 +150,7 @@ class LETKF(EnsembleMethod):
         rtps: float = 0.0,
         rtpp: float = 0.0,
         adaptive: bool = False,
-        taper: str | None = "gaspari_cohn",
+        taper: Taper | None = "gaspari_cohn",
         solver: str = "auto",
         interp_every: int = 1,
         rot: bool = False,
@@ -159,9 +159,7 @@ class LETKF(EnsembleMethod):
         loc_rad = float(loc_rad)
         if math.isnan(loc_rad) or loc_rad <= 0:
             raise ValueError(f"LETKF: loc_rad must be > 0, got {loc_rad}")
-        taper = "none" if taper is None else taper
-        if taper not in TAPERS:
-            raise ValueError(f"LETKF: unknown taper '{taper}'; choose one of: {', '.join(TAPERS)}")
+        taper = check_taper(taper, "LETKF")
         if solver not in SOLVERS:
             raise ValueError(
                 f"LETKF: unknown solver '{solver}'; choose one of: {', '.join(SOLVERS)}"

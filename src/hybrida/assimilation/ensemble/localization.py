@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -9,6 +10,21 @@ from torch import Tensor
 
 #: taper names accepted by :func:`taper_weights`
 TAPERS = ("gaspari_cohn", "none")
+
+#: a taper: a name of :data:`TAPERS`, or a function of the normalised distance r = d / c
+#: (support r < 2) returning weights — the slot a learned localisation fills
+Taper = str | Callable[[Tensor], Tensor]
+
+
+def check_taper(taper: Taper | None, owner: str) -> Taper:
+    """The taper itself (``None`` means ``"none"``), or a one-line error naming the choices."""
+    taper = "none" if taper is None else taper
+    if not callable(taper) and taper not in TAPERS:
+        raise ValueError(
+            f"{owner}: unknown taper '{taper}'; choose one of: {', '.join(TAPERS)}, "
+            "or pass a function of the normalised distance d / c"
+        )
+    return taper
 
 
 def gaspari_cohn(r: Tensor) -> Tensor:
@@ -36,11 +52,15 @@ def periodic_distance(a: Tensor, b: Tensor, L: float) -> Tensor:
     return torch.minimum(d, L - d)
 
 
-def taper_weights(dist: Tensor, half_width: float, taper: str) -> Tensor:
+def taper_weights(dist: Tensor, half_width: float, taper: Taper) -> Tensor:
     """Localization weights of distances ``dist`` for a taper of half-width c (support 2c).
 
-    ``"gaspari_cohn"``: GC(d/c); ``"none"``: 1 inside the support d < 2c, 0 outside.
+    ``"gaspari_cohn"``: GC(d/c); ``"none"``: 1 inside the support d < 2c, 0 outside; a
+    callable ``f``: f(d/c) inside the support, 0 outside (a learned taper, Wang et al. 2023).
     """
+    if callable(taper):
+        inside = (dist < 2.0 * half_width).to(dist.dtype)
+        return taper(dist / half_width).to(dist.dtype) * inside
     if taper == "gaspari_cohn":
         return gaspari_cohn(dist / half_width)
     if taper == "none":
@@ -70,7 +90,7 @@ class Neighbours:
     padded ``(points, m_max)`` index/weight table for any block of points.
     """
 
-    def __init__(self, locations: Tensor, n: int, half_width: float, taper: str = "gaspari_cohn"):
+    def __init__(self, locations: Tensor, n: int, half_width: float, taper: Taper = "gaspari_cohn"):
         if locations.ndim != 1:
             raise ValueError(
                 f"observation locations must be 1-D (p,), got shape {tuple(locations.shape)}"
@@ -79,9 +99,8 @@ class Neighbours:
             raise ValueError("observation locations contain NaN or inf")
         if half_width <= 0:
             raise ValueError(f"localization half-width must be > 0, got {half_width}")
-        if taper not in TAPERS:
-            raise ValueError(f"unknown taper '{taper}'; choose one of: {', '.join(TAPERS)}")
-        self.n, self.half_width, self.taper = int(n), float(half_width), taper
+        self.n, self.half_width = int(n), float(half_width)
+        self.taper = check_taper(taper, "Neighbours")
         loc = torch.remainder(locations.detach().to(torch.float64), float(n))
         self.locations = locations.detach().clone()
         self.p = int(loc.shape[0])
@@ -111,12 +130,12 @@ class Neighbours:
         self.m_max = int(self.count.max())
         self._loc = loc
 
-    def matches(self, locations: Tensor, n: int, half_width: float, taper: str) -> bool:
+    def matches(self, locations: Tensor, n: int, half_width: float, taper: Taper) -> bool:
         """Whether this table was built for the same locations, grid and taper."""
         return (
             n == self.n
             and half_width == self.half_width
-            and taper == self.taper
+            and (taper is self.taper or (isinstance(taper, str) and taper == self.taper))
             and locations.shape == self.locations.shape
             and locations.device == self.locations.device
             and bool(torch.equal(locations, self.locations))
