@@ -18,8 +18,8 @@ gives the median rmse_a over three seeds of ``--cycles`` cycles (burn-in
 10 time units). Without ``--tune`` the settings found last time (``TUNED``)
 are scored directly. Writes the "envar" section of docs/benchmarks.md.
 
-    python benchmarks/envar_case.py            # score TUNED (about 4 minutes)
-    python benchmarks/envar_case.py --tune     # grid first, then score (about 8 minutes)
+    .venv/bin/python benchmarks/reproduce/envar_case.py            # score TUNED (about 4 minutes)
+    .venv/bin/python benchmarks/reproduce/envar_case.py --tune     # grid first, then score (about 8 minutes)
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from hybrida.experiment.config import validate_config
 from hybrida.experiment.presets import get_preset
 from hybrida.experiment.runner import run_experiment
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from docsection import write_section
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks.common import add_output_args, output_path, provenance, write_section
 
 HYBRID = "hybrida.assimilation.variational.envar:HybridEnVar"
 PRESET = "lorenz96/sakov2008"
@@ -128,7 +128,8 @@ def main() -> None:
     parser.add_argument("--tune", action="store_true", help="pick the settings on the grid first")
     parser.add_argument("--cycles", type=int, default=1000)
     parser.add_argument("--burn-in", type=float, default=10.0)
-    parser.add_argument("--no-write", action="store_true", help="print the table only")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    add_output_args(parser, "envar")
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.time()
@@ -136,17 +137,17 @@ def main() -> None:
     rows = []
     for family, params in settings.items():
         method = GRIDS[family][0]
-        scores = [rmse_a(method, params, s, args.cycles, args.burn_in, None) for s in SEEDS]
+        scores = [rmse_a(method, params, s, args.cycles, args.burn_in, None) for s in args.seeds]
         med = statistics.median(scores)
         rows.append((family, params, med, scores))
         print(f"{family}: {fmt(params)} -> median {med:.4f} {[round(s, 4) for s in scores]}", flush=True)
     best_hybrid = next(r[2] for r in rows if r[0] == "hybrid EnVar")
     lines = [
-        "## Hybrid EnVar vs 3D-Var and the ensemble alone (`benchmarks/envar_case.py`)",
+        "## Hybrid EnVar vs 3D-Var and the ensemble alone",
         "",
         f"Lorenz-96 `{PRESET}` (n=40, all variables observed every step, R=I) with a small ensemble",
         (
-            f"N={N}. rmse_a: median over seeds {list(SEEDS)} of {args.cycles} cycles (burn-in "
+            f"N={N}. rmse_a: median over seeds {args.seeds} of {args.cycles} cycles (burn-in "
             f"{args.burn_in:g} time units, climatology from the preset). EnVar anomalies: {PERT.upper()} "
             "square root recentred on the EnVar mean; B_s = xB * climatological covariance; "
             "loc_rad: model-space Gaspari-Cohn half-width 1.82 loc_rad. Settings picked on a small grid "
@@ -165,15 +166,14 @@ def main() -> None:
     lines += [
         "",
         "hybrid gain = how much lower the hybrid's median is (positive: the hybrid is better).",
-        (
-            f"Command: `python benchmarks/envar_case.py{' --tune' if args.tune else ''}` "
-            f"({time.time() - start:.0f} s, one thread)."
-        ),
+        "",
+        *provenance(__file__, "1 (torch)", wall=f"{time.time() - start:.0f} s"),
     ]
     body = "\n".join(lines)
     print(body)
-    if not args.no_write:
-        write_section("envar", body)
+    out = output_path(args)
+    if out:
+        write_section("envar", body, out)
 
 
 if __name__ == "__main__":

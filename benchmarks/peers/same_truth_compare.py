@@ -1,6 +1,6 @@
 """hybrida against DAPPER on the same truth, observations and initial condition, seed by seed.
 
-Run with the project's Python (``.venv/bin/python benchmarks/same_truth_compare.py``).
+Run with the project's Python (``.venv/bin/python benchmarks/peers/same_truth_compare.py``).
 
 Two published rows sit just above our bar; this tells whether that is our
 implementation or seed noise of 1000-cycle runs / the published number itself.
@@ -20,12 +20,12 @@ implementation or seed noise of 1000-cycle runs / the published number itself.
   rescaled by sqrt(N/(N-1)) as DAPPER's ``mean0`` does, the default since
   stop 9) and with ``rescale=False`` (centred only, the default before).
 
-hybrida runs its reference rows exactly as ``benchmarks/reproduce.py`` does
+hybrida runs its reference rows exactly as ``benchmarks/reproduce/reproduce.py`` does
 (``ReferenceRow.config(seed)`` + ``run_experiment``), so its per-seed numbers
 are the reproduction table's. The truth (re-run at every model step from the
 twin's initial state and checked equal to the twin at the analysis times), the
 observations and the initial ensemble/background of that build are written to
-an ``.npz`` that ``benchmarks/same_truth_dapper_side.py`` assimilates in the
+an ``.npz`` that ``benchmarks/peers/same_truth_dapper_side.py`` assimilates in the
 DAPPER venv. Both codes are scored on the same cycles (analysis time > burn-in)
 with the RMSE of the analysis mean at the current (window-end) time.
 
@@ -39,7 +39,6 @@ import argparse
 import datetime
 import json
 import math
-import os
 import platform
 import statistics
 import sys
@@ -51,9 +50,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[2]))
 
 from dapper_venv import find_dapper_python, run_side
-from docsection import DOC, write_section
+
+from benchmarks.common import DOC, command, machine, write_section
 
 HERE = Path(__file__).resolve().parent
 SIDE = HERE / "same_truth_dapper_side.py"
@@ -265,11 +266,11 @@ def build_section(cases: list[Case], meta: dict, notes: list[str], readings: dic
     lines = [
         "## hybrida and DAPPER on the same truth (4D-Var B = xB·I, L63 perturbed-obs EnKF)",
         "",
-        "Written by `benchmarks/same_truth_compare.py`; do not edit between the markers.",
+        "Written by `benchmarks/peers/same_truth_compare.py`; do not edit between the markers.",
         (
             "For each seed hybrida's builder makes the twin of the reference row (as `reproduce.py` does); "
             "DAPPER 1.8.1 assimilates the same truth, observations and initial background / ensemble "
-            "(`benchmarks/same_truth_dapper_side.py`). Both are scored on the same cycles (analysis "
+            "(`benchmarks/peers/same_truth_dapper_side.py`). Both are scored on the same cycles (analysis "
             "time > burn-in) by the RMSE of the analysis mean at the current time (the window end for "
             "4D-Var; DAPPER's `stats.err.rms.a`). 4D-Var: DAPPER `Var4D(Lag, xB, B='eye')` with its "
             "defaults nIter=10, wtol=0 (10 Gauss–Newton steps per cycle, Hessian formed exactly); "
@@ -446,10 +447,8 @@ def main(argv=None) -> int:
         shown = [x for x in cases if x in done]
         meta = {
             "date": datetime.date.today().isoformat(),
-            "command": "`python benchmarks/same_truth_compare.py"
-            + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
-            + "`",
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPU(s), threads {args.threads}, "
+            "command": f"`{command(__file__, argv)}`",
+            "machine": f"{machine()}, threads {args.threads} (both codes), "
             f"{time.perf_counter() - t_all:.0f} s in all"
             + ("" if len(done) == len(cases) else f" (partial: {len(done)} of {len(cases)} cases)"),
             "hybrida": f"Python {platform.python_version()}, torch {torch.__version__}, float64",

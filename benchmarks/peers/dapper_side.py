@@ -1,4 +1,4 @@
-"""DAPPER half of ``benchmarks/dapper_compare.py``; runs inside the DAPPER venv.
+"""DAPPER half of ``benchmarks/peers/dapper_compare.py``; runs inside the DAPPER venv.
 
 Not imported by hybrida and not run by its tests: ``dapper_compare.py`` starts
 it with the Python of ``benchmarks/.dapper-venv`` (where ``pip install dapper``

@@ -24,21 +24,22 @@ first lead above ``--threshold`` (0.5 by default, also 0.3), in Lyapunov times
 rmse_a of the same filter driven by the surrogate on the test observations vs
 the true model. Writes section "brajard2020" of docs/benchmarks.md.
 
-    python benchmarks/brajard2020.py                     # p = 0.25 0.5 0.75 1.0, ~20 min
-    python benchmarks/brajard2020.py --densities 0.5 --train 4000 --time-limit 60
-    python benchmarks/brajard2020.py --densities 0.5 --sources loop --train 4000 --valid 1000 \
+    .venv/bin/python benchmarks/learn/brajard2020.py                     # p = 0.25 0.5 0.75 1.0, ~20 min
+    .venv/bin/python benchmarks/learn/brajard2020.py --densities 0.5 --train 4000 --time-limit 60
+    .venv/bin/python benchmarks/learn/brajard2020.py --densities 0.5 --sources loop --train 4000 --valid 1000 \
         --epochs 8 --first-epochs 20 --time-limit 0 --iterations 15 --patience 3 \
         --method letkf --model-noise 0.22 --weight-by-spread --no-write   # 2.18 LT, ~25 min
-    python benchmarks/brajard2020.py --densities 0.5 --sources loop --train 4000 --valid 1000 \
+    .venv/bin/python benchmarks/learn/brajard2020.py --densities 0.5 --sources loop --train 4000 --valid 1000 \
         --epochs 8 --first-epochs 20 --time-limit 0 --iterations 5 --patience 5 \
-        --model-noise innovation --previous benchmarks/brajard2020_rows.json
+        --model-noise innovation --previous benchmarks/learn/brajard2020_rows.json
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
-import platform
+import sys
 import time
 from pathlib import Path
 
@@ -62,10 +63,8 @@ from hybrida.models.surrogate import SurrogateModel
 from hybrida.nn import BrajardCNN
 from hybrida.observations.networks import RandomSubsetObs
 
-try:
-    from docsection import write_section
-except ImportError:  # run from the repository root as a module
-    from benchmarks.docsection import write_section
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks.common import add_output_args, machine, output_path, write_section
 
 
 def make_method(name: str = "etkf") -> ETKF | EnKFN | LETKF:
@@ -211,8 +210,9 @@ def table(rows: list[dict], args) -> str:
             return name
         return f"{name} {' '.join(map(str, v)) if isinstance(v, list) else v}"
 
-    cmd = "python benchmarks/brajard2020.py " + " ".join(
-        flag(k, v) for k, v in vars(args).items() if v is not None and v is not False
+    skip = {"output", "no_write"}
+    cmd = ".venv/bin/python benchmarks/learn/brajard2020.py " + " ".join(
+        flag(k, v) for k, v in vars(args).items() if v is not None and v is not False and k not in skip
     )
     notes = (
         f"\n\nL96 n=40, F=8, dt=0.05, a new random subset of p·40 variables observed each step, "
@@ -223,7 +223,8 @@ def table(rows: list[dict], args) -> str:
         f"'innovation' = {args.noise_scale} x the one-step forecast-error std estimated from innovations "
         f"each iteration). Rows of earlier runs (--previous) keep their own settings. Skill from {args.starts} true test states; "
         f"1 LT = 1/{L96_LEADING_LYAPUNOV} time units (true λ1 ≈ 1.68–1.74). "
-        f"Command: `{cmd}`; {platform.machine()}, torch {torch.__version__}, 1 thread.\n"
+        f"Command: `{cmd}`; {datetime.date.today().isoformat()}; {machine()}, torch {torch.__version__}, "
+        "1 torch thread.\n"
     )
     return head + "\n".join(lines) + notes
 
@@ -265,7 +266,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     ap.add_argument("--previous", type=Path, default=None, help="rows (JSON) of an earlier run to show first")
     ap.add_argument("--render-only", action="store_true", help="only write the table of --previous rows")
-    ap.add_argument("--no-write", action="store_true", help="do not write the docs section (experiments)")
+    add_output_args(ap, "brajard2020")
     args = ap.parse_args()
     torch.set_num_threads(1)
     rows = json.loads(args.previous.read_text()) if args.previous else []
@@ -275,8 +276,9 @@ def main() -> None:
     print(body)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
-    if not args.no_write:
-        write_section("brajard2020", "## Surrogates from DA of sparse observations (Brajard et al. 2020)\n\n" + body)
+    out = output_path(args)
+    if out:
+        write_section("brajard2020", "## Surrogates from DA of sparse observations (Brajard et al. 2020)\n\n" + body, out)
 
 
 if __name__ == "__main__":

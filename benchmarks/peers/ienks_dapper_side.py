@@ -1,4 +1,4 @@
-"""DAPPER half of ``benchmarks/ienks_compare.py``; runs inside the DAPPER venv.
+"""DAPPER half of ``benchmarks/peers/ienks_compare.py``; runs inside the DAPPER venv.
 
 Not imported by hybrida and not run by its tests: ``ienks_compare.py`` starts
 it with the Python of ``benchmarks/.dapper-venv`` as::

@@ -1,6 +1,6 @@
 """Full-length reproduction of the published RMSE tables, medians over seeds, on Dask.
 
-    .venv/bin/python benchmarks/reproduce.py [--seeds 1 2 3] [--workers 2] [--only lorenz96 ks] [--section NAME]
+    .venv/bin/python benchmarks/reproduce/reproduce.py [--seeds 1 2 3] [--workers 2] [--only lorenz96 ks] [--section NAME]
 
 Runs every row of ``hybrida.experiment.references.ROWS`` at the preset's full
 length for each seed, takes the median rmse_a, checks it against the
@@ -11,17 +11,17 @@ published value (+-0.02, or 5% above 0.5) and writes the table to
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import math
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from docsection import write_section
-
+from benchmarks.common import command, machine, write_section
 from hybrida.experiment.references import ROWS
 from hybrida.experiment.sweep import run_point
 
@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--cycles", type=int, default=None, help="override every preset's length")
     parser.add_argument("--title", default=None, help="heading of the written section")
+    parser.add_argument("--json", type=Path, default=None, help="also write the per-seed summaries here")
     args = parser.parse_args(argv)
 
     from dask.distributed import Client, LocalCluster
@@ -66,13 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "## " + (args.title or "Reproduction of published analysis RMSE"),
         "",
-        f"Command: `.venv/bin/python benchmarks/reproduce.py --seeds {' '.join(map(str, args.seeds))}"
-        + (f" --cycles {args.cycles}" if args.cycles else "")
-        + ((" --only " + " ".join(f"'{o}'" for o in args.only)) if args.only else "")
-        + (f" --section {args.section}" if args.section else "")
-        + (f" --title '{args.title}'" if args.title else "")
-        + "`"
-        + f" ({platform.processor() or platform.machine()}, {args.workers} workers, {wall:.0f} s in all).",
+        (
+            f"Command: `{command(__file__, argv)}`; {datetime.date.today().isoformat()}; {machine()}; "
+            f"{args.workers} Dask worker processes with one torch thread each; {wall:.0f} s in all."
+        ),
+        "",
         (
             "Median over seeds (more than given for rows that ask for them) of the time-mean rmse_a "
             "after burn-in, full preset length; "
@@ -103,6 +102,13 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r.label} | {r.rmse_a} | {med:.3f} | {per_seed} | {verdict} | {lost_txt} | {secs:.1f} |"
         )
     lines += ["", f"{n_ok} of {len(rows)} rows within the bar."]
+    if args.json:
+        per_row, done = {}, 0
+        for r in rows:
+            per_row[r.label] = {"published": r.rmse_a, "seeds": seeds[r.label],
+                                "runs": summaries[done : done + len(seeds[r.label])]}
+            done += len(seeds[r.label])
+        args.json.write_text(json.dumps(per_row, indent=1, default=str))
     text = "\n".join(lines)
     print(text)
     section = args.section or ("reproduction" if not args.only and args.cycles is None else None)

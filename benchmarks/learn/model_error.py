@@ -8,7 +8,7 @@
    an independent period: forecast RMSE vs lead from the test analyses, and rmse_a of
    the ETKF cycled with the hybrid model.
 2. Brajard et al. (2021) two-scale setup, following the authors' code (see
-   :mod:`brajard2021_l2s`): truth = two-scale L96 (K=36, J=10, F=10, h=1, b=c=10,
+   :mod:`hybrida.experiment.brajard2021`): truth = two-scale L96 (K=36, J=10, F=10, h=1, b=c=10,
    dt=0.005), truncated model = one-scale L96 F=10 (RK4 dt=0.01); all slow variables
    observed every 0.05 with noise variance 0.1; ETKF N=50 (adaptive) with model noise;
    their CNN correction regressed on one-cycle residuals of (a) true slow states and
@@ -18,16 +18,18 @@
    (transfer), with a mid-run change of the truth's forcing (8.5 -> 9.0).
    Optionally (--var) online weak-constraint 4D-Var with the weights in the control.
 
-    python benchmarks/model_error.py               # ~10-15 min on one core
-    python benchmarks/model_error.py --quick       # a few minutes, smaller numbers
-    python benchmarks/model_error.py --only 2      # part 2 only, spliced into the existing section
+    .venv/bin/python benchmarks/learn/model_error.py               # ~10-15 min on one core
+    .venv/bin/python benchmarks/learn/model_error.py --quick       # a few minutes, smaller numbers
+    .venv/bin/python benchmarks/learn/model_error.py --only 2      # part 2 only, spliced into the existing section
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -36,6 +38,7 @@ from torch import Tensor
 
 from hybrida import metrics
 from hybrida.assimilation.ensemble.etkf import ETKF
+from hybrida.experiment.brajard2021 import NOISE_MODES, L2SSettings, run_l2s
 from hybrida.experiment.loop import assimilate
 from hybrida.learn.correction import fit_correction
 from hybrida.learn.online import OnlineCorrectionEnsemble, weak4dvar_online
@@ -45,12 +48,16 @@ from hybrida.models.lorenz96_variants import GAMMA_CALIBRATED, Lorenz96Cubic
 from hybrida.nn import PolyConv, ResidualCNN
 from hybrida.observations.alternating import AlternatingHalvesObs
 
-try:
-    import brajard2021_l2s as l2s
-    from docsection import DOC, write_section
-except ImportError:  # run from the repository root
-    from benchmarks import brajard2021_l2s as l2s
-    from benchmarks.docsection import DOC, write_section
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks.common import (
+    add_output_args,
+    command,
+    machine,
+    output_path,
+    splice_subsection,
+    write_section,
+)
+from benchmarks.learn import brajard2021_l2s as l2s
 
 
 def nature(model, K: int, every: int, gen: torch.Generator, spinup: int = 2000) -> Tensor:
@@ -136,7 +143,13 @@ def setup1(args, log) -> dict:
 
 def setup2(args, log) -> dict:
     """Brajard 2021: unresolved-scale parametrisation of the two-scale L96 from perfect data and from DA."""
-    return l2s.run(args, log)
+    settings = L2SSettings(
+        seed=args.seed, train=args.train2, valid=args.valid2, chunks=args.chunks2, burn=args.burn2,
+        members=args.members2, obs_var=args.obs_var2, std_m=args.std_m2, noise=args.noise2,
+        test_traj=args.test_traj2, test_len=args.test_len2, test_every=args.test_every2, epochs=args.epochs2,
+        batch_size=args.batch2, lr=args.lr2, patience=args.patience2, fit_time_s=args.fit_time2,
+    )
+    return run_l2s(settings, log)
 
 
 def setup3(args, log, offline: CorrectedModel | None) -> dict:
@@ -195,7 +208,7 @@ def setup3(args, log, offline: CorrectedModel | None) -> dict:
 
 def markdown(r1: dict, r2: dict, r3: dict, args, wall: float) -> str:
     L = ["## Model-error learning (hybrid physics + learned correction)", ""]
-    L.append(f"`python benchmarks/model_error.py {args.cmdline}` — seed {args.seed}, one CPU thread, {wall / 60:.1f} min.")
+    L.append(f"`{args.cmdline}` — seed {args.seed}, {args.date}, {args.machine}, one torch thread, {wall / 60:.1f} min.")
     L.append("")
     L.append("### 1. Bocquet–Brajard setup (offline correction)")
     L.append("")
@@ -218,7 +231,7 @@ def markdown(r1: dict, r2: dict, r3: dict, args, wall: float) -> str:
     L.append("Forecasts start from the test-period analyses of the physics ETKF (every 5th cycle); "
              "`truth_model` is the perfect-model bound; `polyconv` is a 20-weight resolvent correction, `cnn` a ResidualCNN.")
     L.append("")
-    L.append(l2s.markdown(r2, f"python benchmarks/model_error.py {args.cmdline}"))
+    L.append(l2s.markdown(r2, args.cmdline))
     L.append("### 3. Online learning (augmented-state ETKF, PolyConv tendency correction, 20 weights)")
     L.append("")
     L.append(
@@ -240,19 +253,6 @@ def markdown(r1: dict, r2: dict, r3: dict, args, wall: float) -> str:
     return "\n".join(L)
 
 
-def splice_part2(part2: str, path: Path = DOC) -> str:
-    """The model-error section of ``path`` with its part-2 subsection replaced by ``part2`` (parts 1 and 3 kept)."""
-    start, end = "<!-- model-error:start -->", "<!-- model-error:end -->"
-    text = path.read_text()
-    if start not in text or end not in text:
-        raise ValueError(f"{path} has no model-error section to splice part 2 into; run all parts")
-    body = text.split(start, 1)[1].split(end, 1)[0].strip("\n")
-    a, b = body.find("### 2. "), body.find("### 3. ")
-    if a < 0 or b < a:
-        raise ValueError(f"the model-error section of {path} has no '### 2.' and '### 3.' subsections")
-    return body[:a] + part2.rstrip("\n") + "\n\n" + body[b:]
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seed", type=int, default=1)
@@ -265,7 +265,7 @@ def main() -> None:
     p.add_argument("--members2", type=int, default=50)
     p.add_argument("--obs-var2", type=float, default=0.1, help="observation noise variance (their std_o)")
     p.add_argument("--std-m2", type=float, default=0.06, help="their model-noise parameter std_m")
-    p.add_argument("--noise2", choices=l2s.NOISE_MODES, default="shared")
+    p.add_argument("--noise2", choices=NOISE_MODES, default="shared")
     p.add_argument("--test-traj2", type=int, default=20)
     p.add_argument("--test-len2", type=int, default=300, help="cycles per test trajectory (0.05 each)")
     p.add_argument("--test-every2", type=int, default=50, help="cycles between forecast starts")
@@ -283,12 +283,11 @@ def main() -> None:
     p.add_argument("--var-cycles", type=int, default=400)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--only", choices=["1", "2", "3"], default=None)
-    p.add_argument("--no-write", action="store_true")
+    add_output_args(p, "model-error")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
-    import sys
-
-    args.cmdline = " ".join(sys.argv[1:])
+    args.cmdline = command(__file__)
+    args.date, args.machine = datetime.date.today().isoformat(), machine()
     if args.quick:
         args.train, args.test, args.online, args.epochs, args.fit_time = 2000, 600, 800, 20, 30.0
         args.train2, args.valid2, args.fit_time2 = 2000, 400, 30.0
@@ -305,12 +304,13 @@ def main() -> None:
     if args.json:
         clean = [{k: v for k, v in r.items() if not k.startswith("_")} if r else None for r in (r1, r2, r3)]
         args.json.write_text(json.dumps(clean, indent=1))
-    if r1 and r2 and r3 and not args.no_write:
-        write_section("model-error", markdown(r1, r2, r3, args, wall))
-        log("wrote section model-error of docs/benchmarks.md")
-    elif args.only == "2" and not args.no_write:
-        write_section("model-error", splice_part2(l2s.markdown(r2, f"python benchmarks/model_error.py {args.cmdline}")))
-        log(f"replaced part 2 of section model-error of docs/benchmarks.md ({wall / 60:.1f} min)")
+    out = output_path(args)
+    if r1 and r2 and r3 and out:
+        write_section("model-error", markdown(r1, r2, r3, args, wall), out)
+        log(f"wrote section model-error of {out}")
+    elif args.only == "2" and out:
+        write_section("model-error", splice_subsection("model-error", l2s.markdown(r2, args.cmdline), out), out)
+        log(f"replaced part 2 of section model-error of {out} ({wall / 60:.1f} min)")
 
 
 if __name__ == "__main__":

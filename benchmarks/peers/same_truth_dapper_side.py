@@ -1,4 +1,4 @@
-"""DAPPER half of ``benchmarks/same_truth_compare.py``; runs inside the DAPPER venv.
+"""DAPPER half of ``benchmarks/peers/same_truth_compare.py``; runs inside the DAPPER venv.
 
 Not imported by hybrida and not run by its tests: ``same_truth_compare.py``
 starts it with the Python of ``benchmarks/.dapper-venv`` as::

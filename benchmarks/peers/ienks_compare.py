@@ -1,6 +1,6 @@
 """hybrida's iEnKS against DAPPER's, on the same truth, observations and initial ensemble.
 
-Run with the project's Python (``.venv/bin/python benchmarks/ienks_compare.py``).
+Run with the project's Python (``.venv/bin/python benchmarks/peers/ienks_compare.py``).
 
 * Cases: Lorenz-63 in the Sakov, Oliver & Bertino (2012) setup (DAPPER
   ``mods.Lorenz63.sakov2012``: dt=0.01, all 3 variables observed every 25
@@ -11,7 +11,7 @@ Run with the project's Python (``.venv/bin/python benchmarks/ienks_compare.py``)
   iterations).
 * The truth (at every model step), the observations and the initial ensemble
   are made here with hybrida's models and saved to an ``.npz``;
-  ``benchmarks/ienks_dapper_side.py`` runs DAPPER's ``iEnKS('Sqrt', ...)`` on
+  ``benchmarks/peers/ienks_dapper_side.py`` runs DAPPER's ``iEnKS('Sqrt', ...)`` on
   it in the DAPPER venv ``benchmarks/.dapper-venv`` (found or made by
   ``dapper_venv.py``, as for ``dapper_compare.py``) and times ``xp.assimilate``.
 * hybrida's :class:`~hybrida.assimilation.ensemble.ienks.IEnKS` runs on the same
@@ -44,9 +44,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[2]))
 
 from dapper_venv import find_dapper_python, run_side, section_footer
-from docsection import DOC, write_section
+
+from benchmarks.common import DOC, command, machine, write_section
 
 HERE = Path(__file__).resolve().parent
 SIDE = HERE / "ienks_dapper_side.py"
@@ -214,7 +216,7 @@ def build_table(cases: list[Case], meta: dict, notes: list[str]) -> str:
     lines = [
         "## iEnKS versus DAPPER",
         "",
-        "Written by `benchmarks/ienks_compare.py`; do not edit between the markers.",
+        "Written by `benchmarks/peers/ienks_compare.py`; do not edit between the markers.",
         (
             "Both frameworks get the same truth, observations and initial ensemble and run the "
         "transform (`'Sqrt'`) iEnKS with Lag=1, 10 Gauss–Newton iterations every cycle (DAPPER's "
@@ -295,8 +297,8 @@ def main(argv=None) -> int:
     load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     meta = {
         "date": datetime.date.today().isoformat(),
-        "command": "`python benchmarks/ienks_compare.py" + "".join(f" {a}" for a in (argv or sys.argv[1:])) + "`",
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU(s), threads {args.threads} "
+        "command": f"`{command(__file__, argv)}`",
+        "machine": f"{machine()}, threads {args.threads} (both codes) "
         f"(load average {load0:.1f} before, {load1:.1f} after: timings on a busy machine are slower)",
         "hybrida": f"Python {platform.python_version()}, torch {torch.__version__}, float64",
         "DAPPER": dapper_version or "not run",

@@ -7,15 +7,16 @@ used as the forecast model of several filters on 2000 new cycles, each
 compared with the same filter driven by the true model (same observations,
 same seed). Writes section "surrogate-da" of docs/benchmarks.md.
 
-    python benchmarks/surrogate_da.py            # ~8 min on one core
-    python benchmarks/surrogate_da.py --model-noise 0.02   # surrogate + additive noise (no docs)
+    .venv/bin/python benchmarks/learn/surrogate_da.py            # ~8 min on one core
+    .venv/bin/python benchmarks/learn/surrogate_da.py --model-noise 0.02   # surrogate + additive noise (no docs)
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -31,10 +32,8 @@ from hybrida.models.surrogate import SurrogateModel
 from hybrida.nn import BrajardCNN
 from hybrida.observations.networks import RandomSubsetObs
 
-try:
-    from docsection import write_section
-except ImportError:  # run from the repository root as a module
-    from benchmarks.docsection import write_section
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks.common import add_output_args, output_path, provenance, write_section
 
 FILTERS = {
     "ETKF N=30, adaptive inflation": lambda: ETKF(N=30, adaptive=True),
@@ -58,6 +57,7 @@ def main() -> None:
         help="std of additive model noise per step in the surrogate DA: a number, or 'validation' "
         "(one-step RMS on the held-out reanalysis minus its spread); runs with this option leave the docs alone",
     )
+    add_output_args(ap, "surrogate-da")
     args = ap.parse_args()
     if args.model_noise != "validation":
         try:
@@ -107,24 +107,25 @@ def main() -> None:
         )
         print(rows[-1], flush=True)
     body = (
-        "## DA with a learned surrogate vs the true model (`benchmarks/surrogate_da.py`)\n\n"
+        "## DA with a learned surrogate vs the true model\n\n"
         f"L96 n=40, {args.p:.0%} observed at random each step, σo=1. Surrogate: BrajardCNN trained "
         f"for {train_s:.0f} s on {args.train} cycles of an adaptive-ETKF reanalysis (rmse_a "
         f"{ana.rmse_a:.3f}). rmse_a over {args.test} new cycles (burn-in 50), same observations and "
-        f"seed for both models. Seed {args.seed}; {platform.machine()}, torch {torch.__version__}, 1 thread.\n\n"
+        f"seed for both models. Seed {args.seed}.\n\n"
         "| filter | rmse_a with surrogate | rmse_a with true model | ratio |\n|---|---|---|---|\n"
         + "\n".join(rows)
         + f"\n\nBest of these settings for each model: surrogate {best['surrogate'][0]:.3f} "
         f"({best['surrogate'][1]}), true model {best['true'][0]:.3f} ({best['true'][1]}): ratio "
         f"{best['surrogate'][0] / best['true'][0]:.2f}. The ratio for one fixed setting depends on "
         "how much inflation that setting carries: settings that over-inflate for the true model "
-        "hide the surrogate's model error (ratios near 1 at a worse absolute rmse_a).\n"
+        "hide the surrogate's model error (ratios near 1 at a worse absolute rmse_a).\n\n"
+        + "\n".join(provenance(__file__, "1 (torch)"))
     )
     print(body)
     if args.model_noise != "0":  # only the default run regenerates the docs
         print(f"(--model-noise {args.model_noise}, std {noise:.4g}: docs section not written)")
-    else:
-        write_section("surrogate-da", body)
+    elif output_path(args):
+        write_section("surrogate-da", body, output_path(args))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """DAPPER side of ``dapper_compare.py``: a Python for DAPPER, its venv, and the run in it.
 
 DAPPER is never imported here: ``benchmarks/.dapper-venv`` (git-ignored) gets a
-pinned DAPPER from PyPI and ``benchmarks/dapper_side.py`` runs in it as a
+pinned DAPPER from PyPI and ``benchmarks/peers/dapper_side.py`` runs in it as a
 subprocess on the cases' ``.npz`` files.
 """
 
@@ -18,8 +18,8 @@ from pathlib import Path
 from l96_cases import DT, OBS_VAR, Case
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-DAPPER_VENV = HERE / ".dapper-venv"
+ROOT = HERE.parents[1]
+DAPPER_VENV = ROOT / "benchmarks" / ".dapper-venv"
 DAPPER_SIDE = HERE / "dapper_side.py"
 #: DAPPER releases used (pinned, so that reruns compare with the same DAPPER):
 #: the newest for Python >= 3.12, and the last one that installs on Python 3.10/3.11

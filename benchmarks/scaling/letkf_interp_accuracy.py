@@ -1,6 +1,6 @@
 """Does the fast LETKF (float32, weights interpolated between every k-th point) match the exact one?
 
-Run with the project's Python: ``.venv/bin/python benchmarks/letkf_interp_accuracy.py``.
+Run with the project's Python: ``.venv/bin/python benchmarks/scaling/letkf_interp_accuracy.py``.
 
 The n = 10^6, N = 20 speed target of ``letkf_scaling.py`` is met only with
 float32 and weight interpolation (Yang, Kalnay, Hunt & Bowler 2009: the
@@ -21,8 +21,6 @@ Writes the section ``letkf-interp`` of ``docs/benchmarks.md``.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -30,11 +28,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from docsection import write_section
-from letkf_scaling import INFL, LOC_RAD, _obs, initial_truth
-
+from benchmarks.common import add_output_args, output_path, provenance, write_section
+from benchmarks.scaling.letkf_scaling import INFL, LOC_RAD, _obs, initial_truth
 from hybrida.assimilation.ensemble import LETKF
 from hybrida.models.lorenz96 import Lorenz96
 
@@ -81,7 +78,7 @@ def main() -> None:
     ap.add_argument("--burn-in", type=int, default=100)
     ap.add_argument("--huge-cycles", type=int, default=4)
     ap.add_argument("--skip-huge", action="store_true")
-    ap.add_argument("--output", default=None, help="docs file (default docs/benchmarks.md; '-' for none)")
+    add_output_args(ap, "letkf-interp")
     args = ap.parse_args()
 
     torch.set_num_threads(1)
@@ -97,9 +94,6 @@ def main() -> None:
         lines.append(f"| {label} | {statistics.fmean(e):.4f} | {diff:.1e} | {r['s_cycle']:.3g} |")
     body = (
         "## Fast LETKF variants vs the exact LETKF (Lorenz-96)\n\n"
-        f"`benchmarks/letkf_interp_accuracy.py --cycles {args.cycles} --burn-in {args.burn_in} "
-        f"--huge-cycles {args.huge_cycles}` ({platform.machine()}, {os.cpu_count()} cores, "
-        f"torch {torch.__version__}; machine shared with other jobs, times are noisy). "
         "Same truth, observations and initial ensemble for every variant; F=8, dt=0.05, all points "
         "observed every step, R = I, loc_rad 4, infl 1.02, N = 20. k = weights solved at every k-th "
         "point and interpolated in between (Yang et al. 2009).\n\n"
@@ -121,10 +115,11 @@ def main() -> None:
             + "\n".join(rows)
             + "\n"
         )
+    body += "\n" + "\n".join(provenance(__file__, "torch 1 (n = 4000), 2 (n = 10^6)"))
     print(body)
-    if args.output != "-":
-        kw = {} if args.output is None else {"path": Path(args.output)}
-        write_section("letkf-interp", body, **kw)
+    out = output_path(args)
+    if out:
+        write_section("letkf-interp", body, out)
 
 
 if __name__ == "__main__":

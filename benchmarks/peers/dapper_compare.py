@@ -1,6 +1,6 @@
 """Lorenz-96 side by side: hybrida's ETKF/LETKF against DAPPER's, on the same data.
 
-Run with the project's Python (``.venv/bin/python benchmarks/dapper_compare.py``).
+Run with the project's Python (``.venv/bin/python benchmarks/peers/dapper_compare.py``).
 
 * The truth and the observations of each state size are made once (with
   hybrida's :class:`~hybrida.models.Lorenz96`; plain NumPy RK4 when hybrida's
@@ -12,7 +12,7 @@ Run with the project's Python (``.venv/bin/python benchmarks/dapper_compare.py``
   (git-ignored), ``pip install``\\ s a pinned DAPPER from PyPI there (1.8.1 when a
   Python >= 3.12 is found on PATH or in pyenv, else 1.7.1, the last release
   for Python 3.10/3.11) and runs
-  ``benchmarks/dapper_side.py`` in it as a subprocess, which reads the ``.npz``,
+  ``benchmarks/peers/dapper_side.py`` in it as a subprocess, which reads the ``.npz``,
   builds DAPPER's Sakov (2008) L96 HMM around it and times ``xp.assimilate``.
 * hybrida's ETKF/LETKF then run through :func:`hybrida.cycle.run_cycle` on the
   same arrays in this process; the loop, including the per-cycle scores the
@@ -56,10 +56,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[2]))
 
 from dapper_venv import DAPPER_VERSION, DAPPER_VERSION_PY312, run_dapper, section_footer
-from docsection import DOC, write_section
 from l96_cases import DT, OBS_VAR, Case, F, make_cases, prepare_data
+
+from benchmarks.common import DOC, command, machine, write_section
 
 DEFAULT_OUTPUT = DOC
 
@@ -187,7 +189,7 @@ def build_table(cases: list[Case], meta: dict, notes: list[str]) -> str:
     lines = [
         "## L96 versus DAPPER",
         "",
-        "Written by `benchmarks/dapper_compare.py`; do not edit between the markers.",
+        "Written by `benchmarks/peers/dapper_compare.py`; do not edit between the markers.",
         (
             "Both frameworks get the same truth, observations and initial ensemble. rmse_a is the "
             "mean analysis RMSE after burn-in. s/cycle is the wall time of the whole assimilation "
@@ -317,8 +319,7 @@ def main(argv=None) -> int:
 
     meta = {
         "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU(s) ({_cpu_name()}), "
-        f"torch threads {torch.get_num_threads()}",
+        "machine": f"{machine()}, torch threads {torch.get_num_threads()}",
         "hybrida": f"Python {platform.python_version()}, torch {torch.__version__}, "
         f"numpy {np.__version__}, float64",
         "DAPPER": (
@@ -345,9 +346,7 @@ def main(argv=None) -> int:
             + f"; load average at start {load0:.2f} "
             "(timings on a busy machine are slower and noisier)"
         ),
-        "command": "`.venv/bin/python benchmarks/dapper_compare.py "
-        + " ".join(a for a in (argv if argv is not None else sys.argv[1:]))
-        + "`",
+        "command": f"`{command(__file__, argv)}`",
     }
     table = build_table(cases, meta, notes)
     print()
@@ -378,16 +377,6 @@ def main(argv=None) -> int:
             )
         )
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Run inside the DAPPER venv that ``dapper_compare.py`` builds:
 
-    OMP_NUM_THREADS=1 benchmarks/.dapper-venv/bin/python benchmarks/dapper_ks_long.py SEED etkf|letkf
+    OMP_NUM_THREADS=1 benchmarks/.dapper-venv/bin/python benchmarks/peers/dapper_ks_long.py SEED etkf|letkf
 
 Prints the time-mean analysis RMSE of DAPPER's ``EnKF('Sqrt', N=20, infl=1.03,
 rot=True)`` or ``LETKF(N=6, loc_rad=25/1.82, infl=1.06, rot=True)`` on the

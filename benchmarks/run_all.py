@@ -1,0 +1,113 @@
+"""Run the cheap benchmark set: every script once, shortened, writing nothing to the docs.
+
+    .venv/bin/python benchmarks/run_all.py            # the cheap set, a few minutes on 2 cores
+    .venv/bin/python benchmarks/run_all.py --list     # the cheap and the full commands, without running
+    .venv/bin/python benchmarks/run_all.py --only scaling learn
+
+Each entry runs in its own process with ``--output -`` (or ``--no-write``), so
+``docs/benchmarks.md`` keeps the full-length numbers; the point is that every script still
+runs end to end. The DAPPER side of the peer comparisons is skipped (it needs the separate
+DAPPER venv that ``benchmarks/peers/dapper_venv.py`` builds); ``--with-dapper`` includes it.
+The full set (the commands that wrote docs/benchmarks.md) is listed with ``--list``; what
+each costs is in the README and in the docs sections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Entry:
+    group: str
+    script: str
+    cheap: tuple[str, ...]
+    full: str  # arguments of the run that wrote the docs section
+    full_cost: str  # its wall time as recorded in the docs
+
+
+ENTRIES = [
+    Entry("reproduce", "reproduce/reproduce.py",
+          ("--only", "lorenz96/sakov2008", "--cycles", "300", "--seeds", "1", "--workers", "2"),
+          "--seeds 1 2 3 --workers 2", "about 40 min on 2 workers"),
+    Entry("reproduce", "reproduce/envar_case.py", ("--cycles", "150", "--seeds", "1", "--output", "-"),
+          "--tune", "7 min"),
+    Entry("scaling", "scaling/letkf_scaling.py", ("--quick", "--skip-huge", "--threads", "1", "--output", "-"),
+          "--threads 1,2", "about 25 min (n = 10^6 rows dominate)"),
+    Entry("scaling", "scaling/letkf_interp_accuracy.py",
+          ("--cycles", "40", "--burn-in", "10", "--skip-huge", "--output", "-"),
+          "--cycles 600 --burn-in 100 --huge-cycles 4", "about 50 min (exact n = 10^6: 4 min per cycle)"),
+    Entry("scaling", "scaling/fourdvar_cost.py", ("--quick", "--output", "-"), "--cycles 100 --lags 1,2,4,8", "3 min"),
+    Entry("peers", "peers/dapper_compare.py",
+          ("--quick", "--skip-huge", "--skip-dapper", "--threads", "1", "--output", "-"),
+          "--threads 1", "10 min (+ the DAPPER venv, once)"),
+    Entry("peers", "peers/ienks_compare.py", ("--quick", "--skip-dapper", "--output", "-"), "", "5 min"),
+    Entry("peers", "peers/same_truth_compare.py",
+          ("--only", "4D-Var lag 1", "--seeds-4dvar", "1", "--cycles", "60", "--skip-dapper", "--output", "-"),
+          "--seeds-4dvar 1 2 3 --seeds-enkf 1 ... 24", "about 1 h"),
+    Entry("learn", "learn/model_error.py", ("--quick", "--only", "1", "--no-write"), "", "8 min"),
+    Entry("learn", "learn/surrogate_da.py",
+          ("--train", "800", "--valid", "200", "--test", "200", "--time-limit", "15", "--output", "-"),
+          "", "8 min"),
+    Entry("learn", "learn/brajard2020.py",
+          ("--densities", "0.5", "--train", "800", "--valid", "200", "--test", "300", "--epochs", "2",
+           "--time-limit", "15", "--starts", "10", "--lead", "60", "--output", "-"),
+          "see the brajard2020 section", "20 min to 30 min per row; the density table about 2 h"),
+    Entry("learn", "learn/surrogate_upper_bound.py",
+          ("--train", "1500", "--epochs", "2", "--time-limit", "15", "--etkf-cycles", "60"),
+          "--threads 1 --epochs 40 --time-limit 420", "12 min"),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", nargs="+", default=None, help="groups or script names to run")
+    ap.add_argument("--list", action="store_true", help="print the cheap and full commands and stop")
+    ap.add_argument("--with-dapper", action="store_true", help="include the DAPPER side of the peer scripts")
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds per script")
+    args = ap.parse_args(argv)
+    todo = [e for e in ENTRIES if not args.only or any(o in (e.group, Path(e.script).stem) for o in args.only)]
+    py = sys.executable
+    if args.list:
+        for e in todo:
+            print(f"{e.group:10s} cheap: {py} benchmarks/{e.script} {' '.join(e.cheap)}")
+            print(f"{'':10s} full:  benchmarks/{e.script} {e.full}  ({e.full_cost})")
+        return 0
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    results = []
+    t_all = time.perf_counter()
+    for e in todo:
+        cmd = [py, str(ROOT / "benchmarks" / e.script), *e.cheap]
+        if args.with_dapper:
+            cmd = [a for a in cmd if a != "--skip-dapper"]
+        print(f"\n=== {e.group}: benchmarks/{e.script} {' '.join(e.cheap)}", flush=True)
+        t0 = time.perf_counter()
+        try:
+            r = subprocess.run(
+                cmd, check=False, cwd=ROOT, env=env, timeout=args.timeout, capture_output=True, text=True
+            )
+            status = "ok" if r.returncode == 0 else f"exit {r.returncode}"
+            tail = (r.stdout + r.stderr).strip().splitlines()[-4:]
+        except subprocess.TimeoutExpired:
+            status, tail = "timeout", []
+        secs = time.perf_counter() - t0
+        print("\n".join(f"    {ln}" for ln in tail), flush=True)
+        print(f"    -> {status} in {secs:.0f} s", flush=True)
+        results.append((e, status, secs))
+    print(f"\n{'script':40s} {'status':10s} seconds")
+    for e, status, secs in results:
+        print(f"{e.script:40s} {status:10s} {secs:7.0f}")
+    print(f"{'all':40s} {'':10s} {time.perf_counter() - t_all:7.0f}")
+    return 0 if all(s == "ok" for _, s, _ in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
