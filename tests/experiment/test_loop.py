@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from hybrida import metrics
 from hybrida.assimilation.ensemble.etkf import ETKF
 from hybrida.experiment.loop import (
     LoopSettings,
@@ -20,7 +21,7 @@ from hybrida.experiment.loop import (
 from hybrida.experiment.twin import make_twin
 from hybrida.models.lorenz96 import Lorenz96
 from hybrida.models.surrogate import SurrogateModel
-from hybrida.nn import ResidualCNN
+from hybrida.nn import BrajardCNN, ResidualCNN
 from hybrida.observations.networks import IdentityObs, RandomSubsetObs
 
 
@@ -139,3 +140,32 @@ def test_loop_rejects_bad_input(twin):
     full[0].y = torch.zeros(20)
     with pytest.raises(ValueError, match="locations"):
         interpolate_observations(full, 20)
+
+
+def test_loop_surrogate_beats_the_interpolation_first_guess_at_lead_1(twin):
+    """The loop learns: its surrogate's one-step forecasts from the truth are more accurate than the
+    time-interpolated observations it started from. Measured (seed 0): 0.24 against 0.72, ratio
+    0.33; with learning off (lr 1e-12) the untrained CNN gives 1.08, ratio 1.49, worse than
+    persistence (0.96)."""
+    _, tw = twin
+
+    def make_surrogate(archive):
+        return SurrogateModel.from_trajectory(BrajardCNN(filters=4, hidden=8, seed=0), archive, dt=0.05)
+
+    result = da_ml_loop(
+        make_surrogate,
+        lambda: ETKF(N=10, infl=1.1),
+        tw.observations,
+        20,
+        LoopSettings(
+            max_iterations=2, patience=2, burn_in=20,
+            fit_kwargs={"epochs": 10, "batch_size": 32, "lr": 1e-2}, first_fit_kwargs={"epochs": 30},
+        ),
+        truth=tw.truth,
+    )
+    x, target = tw.truth[21:-1], tw.truth[22:]
+    with torch.no_grad():
+        lead1 = float(metrics.rmse(result.surrogate.step(x), target).mean())
+    persistence = float(metrics.rmse(x, target).mean())
+    assert lead1 < 0.5 * result.first_guess_rmse
+    assert lead1 < 0.4 * persistence  # measured 0.25

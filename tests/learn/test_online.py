@@ -95,6 +95,29 @@ def test_weak4dvar_keeps_true_weights():
     assert float(err.mean()) < 0.2
 
 
+def test_weak4dvar_learns_the_correction_from_zero():
+    """Weights start at zero (the physics): four windows move them towards the true correction and
+    the learned hybrid forecasts 4 cycles ahead 5x better than the physics on an independent
+    truth. Measured: weight error 1.0 -> 0.46, forecast ratio 0.19, analysis rmse 0.11. With
+    learning off (L-BFGS lr 1e-12) the error stays 0.89 and the ratio is 2.0."""
+    truth, obs = _twin(16, seed=4)
+    net = PolyConv(3, 3)
+    hyb = CorrectedModel(Lorenz96(), net, "tendency", in_std=SCALE)
+    theta = _true_theta()
+    res = weak4dvar_online(hyb, obs, truth[0], lag=4, b=0.1, q=0.01, p=0.3,
+                           theta0=torch.zeros_like(theta), max_iter=15)
+    err = [float((t - theta).norm() / theta.norm()) for t in res.theta]
+    assert err[0] == 1.0 and err[-1] < 0.6
+    assert float(metrics.rmse(res.analyses[1:], truth[4::4]).mean()) < 0.2
+    other, _ = _twin(100, seed=9)
+    starts, ends = other[0:96:8], other[4:100:8]
+    with torch.no_grad():
+        net.theta.copy_(res.theta[-1])
+        e_hyb = float(metrics.rmse(hyb.forecast(starts, 4), ends).mean())
+        e_phys = float(metrics.rmse(Lorenz96().forecast(starts, 4), ends).mean())
+    assert e_hyb < 0.3 * e_phys
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="correction"):
         OnlineCorrectionEnsemble(correction="increment")

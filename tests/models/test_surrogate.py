@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
-from hybrida.learn import adjoint_test, taylor_test
+from hybrida.learn import adjoint_test, fit, taylor_test
 from hybrida.models import Lorenz96, SurrogateModel, jacobian
 from hybrida.models.linearize import lyapunov_exponents
 from hybrida.nn import BrajardCNN, ResidualCNN, ResidualMLP
@@ -184,3 +185,38 @@ def test_eval_mode_weights_are_constants_and_cache_follows_updates():
     m.train()
     m.step(x.float()).sum().backward()
     assert all(p.grad is not None for p in m.parameters())
+
+
+def _ar1(T: int = 400, n: int = 4, seed: int = 0) -> torch.Tensor:
+    """x_{k+1} = A x_k + w_k, w ~ N(0, 0.3^2 I), with a stable A (a damped rotation and a 2x2 block)."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.tensor(0.3, dtype=torch.float64)
+    A = torch.zeros(n, n, dtype=torch.float64)
+    A[:2, :2] = 0.9 * torch.stack((torch.stack((a.cos(), -a.sin())), torch.stack((a.sin(), a.cos()))))
+    A[2, 2], A[3, 3], A[2, 3] = 0.7, 0.5, 0.2
+    x = torch.zeros(T, n, dtype=torch.float64)
+    x[0] = 1.0
+    for k in range(1, T):
+        x[k] = A @ x[k - 1] + 0.3 * torch.randn(n, generator=g, dtype=torch.float64)
+    return x
+
+
+def test_linear_surrogate_trained_on_linear_gaussian_data_reaches_least_squares():
+    """A linear network in the increment scheme is an affine map; its one-step mean squared error
+    is minimised by ordinary least squares of x_{k+1} on [x_k, 1]. Full-batch Adam reaches it:
+    measured matrix error 7e-5 relative (untrained 0.74) and loss 0.1643 -> 0.0865 (OLS 0.0865)."""
+    x = _ar1()
+    X = torch.cat((x[:-1], torch.ones(len(x) - 1, 1, dtype=torch.float64)), 1)
+    coef = torch.linalg.lstsq(X, x[1:]).solution
+    A_ols, c_ols = coef[:-1].T, coef[-1]
+    ols_mse = float(((X @ coef - x[1:]) ** 2).mean())
+    torch.manual_seed(0)
+    sur = SurrogateModel.from_trajectory(nn.Linear(4, 4).double(), x, dt=1.0, scheme="increment")
+    res = fit(sur, x, epochs=200, lr=3e-2, batch_size=512, lr_schedule="cosine", progress=False)
+    M = jacobian(sur, x[0], 1)
+    with torch.no_grad():
+        c = sur.step(torch.zeros(4, dtype=torch.float64))
+    assert float((M - A_ols).norm() / A_ols.norm()) < 1e-3
+    torch.testing.assert_close(c, c_ols, rtol=0, atol=1e-3)
+    h = res.history["train"]
+    assert h[-1] < 0.6 * h[0] and h[-1] == pytest.approx(ols_mse, rel=1e-4)
