@@ -101,6 +101,26 @@ def test_divergence_is_raised_with_cycle():
     assert info.value.cycle == 4
 
 
+class Blowup(Rotation):
+    """Overflows to inf after t = 1 (e.g. an unstable surrogate forecast)."""
+
+    def step(self, x, t=0.0):
+        return super().step(x) * (float("inf") if t > 1.0 else 1.0)
+
+
+def test_non_finite_forecast_is_divergence_not_a_crash_of_the_analysis():
+    """An ensemble forecast that overflows must stop as FilterDiverged before the analysis (whose
+    eigendecomposition of an inf matrix would raise a LinAlgError instead)."""
+    from hybrida.assimilation.ensemble.etkf import ETKF
+
+    twin = _twin()
+    method = ETKF(N=4)
+    E0 = method.initial_state(twin.truth[0], 0.5, torch.Generator().manual_seed(0))
+    with pytest.raises(FilterDiverged) as info:
+        list(run_cycle(Blowup(), method, E0, twin.truth, twin.observations, 3))
+    assert info.value.cycle == 4 and "forecast" in str(info.value)
+
+
 def test_probabilistic_scores_can_be_skipped():
     twin = _twin()
     full = [r for r, _ in run_cycle(Rotation(), Blend(), twin.truth[0], twin.truth, twin.observations, 3)]

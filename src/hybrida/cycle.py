@@ -87,8 +87,8 @@ def run_cycle(
     k. Starting at ``start_cycle`` > 1 resumes from a checkpointed ``state``.
     ``probabilistic_scores=False`` skips the per-cycle CRPS and truth rank
     (NaN / None in the record), which dominate the bookkeeping for very large
-    ensembles of states. Raises :class:`FilterDiverged` when the posterior
-    becomes non-finite.
+    ensembles of states. Raises :class:`FilterDiverged` when the forecast or
+    the posterior becomes non-finite.
     """
     n_cycles = len(observations)
     dt = model.dt
@@ -96,6 +96,10 @@ def run_cycle(
         t_prev = (k - 1) * steps_per_cycle * dt
         prior = method.forecast(model, state, steps_per_cycle, t_prev)
         t = k * steps_per_cycle * dt
+        # a forecast that overflowed (e.g. an unstable surrogate) is a divergence, not an input
+        # for the analysis, whose linear algebra would fail on inf/NaN with its own error
+        if not bool(torch.isfinite(state_mean(prior)).all()):
+            raise FilterDiverged(k, f"{type(method).__name__}: forecast became non-finite at cycle {k}")
         obs = observations[k - 1]
         posterior = method.analyse(prior, obs, t, generator)
         mean_a = state_mean(posterior)
