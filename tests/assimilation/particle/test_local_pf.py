@@ -143,6 +143,15 @@ def test_dtype_and_reproducibility(dtype):
     assert a.particles.dtype == dtype and a.weights.dtype == dtype and a.particles.shape == (N, n)
     assert torch.equal(a.particles, b.particles)
     assert not torch.equal(a.particles, c.particles)
+    # without the jitter (drawn in the state's dtype) the float64 analysis to round-off (1.3e-7)
+    plain = LocalPF(N, loc_rad=2.0, mix=0.2, smooth=1, jitter=0.0, rtps=0.3)
+    got = plain.analyse(prior, obs, generator=torch.Generator().manual_seed(1))
+    ref = plain.analyse(
+        _prior(N, n, 9), _subset_obs([0, 3, 6, 9], torch.tensor([0.1, 0.2, -0.3, 1.0], dtype=D)),
+        generator=torch.Generator().manual_seed(1),
+    )
+    scale = float(ref.particles.abs().max())
+    torch.testing.assert_close(got.particles.double(), ref.particles, rtol=0, atol=1e-5 * scale)
 
 
 def test_needs_locations_and_diagonal_R():

@@ -216,7 +216,8 @@ def test_dtype_follows_input(dtype):
     Ea = m.analyse(E.to(dtype), obs)
     assert Ea.dtype == dtype
     ref = HybridEnVar(5, clim, beta=0.5, loc_rad=2.0).analyse(E, obs)
-    assert torch.allclose(Ea.double(), ref, atol=1e-3)
+    # float32 (tol 1e-5) against float64: measured 4e-6, 7e-7 of the largest value
+    torch.testing.assert_close(Ea.double(), ref, rtol=0, atol=1e-5 * float(ref.abs().max()))
 
 
 @pytest.mark.parametrize(
