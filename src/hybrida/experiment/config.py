@@ -6,6 +6,7 @@ import copy
 import hashlib
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +18,26 @@ from hybrida import registry
 
 class ConfigError(ValueError):
     """An invalid experiment configuration; the message names the field and the allowed values."""
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """YAML safe loader that also reads ``1e-3``, ``1e6`` and ``1.0e6`` as numbers.
+
+    YAML 1.1 (PyYAML) only takes a float with a dot and a signed exponent
+    (``1.0e+6``); the dotless and unsigned forms people write stay strings there.
+    """
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text with :class:`ConfigLoader` (every config and ``--set`` value goes through here)."""
+    return yaml.load(text, Loader=ConfigLoader)  # a SafeLoader subclass: safe
 
 
 def _check_name(name: str, table: dict[str, str], what: str, field: str) -> str:
@@ -229,7 +250,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not p for p in parts):
         raise ConfigError(f"--set {text!r}: key must be dotted names, e.g. method.params.N=20")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as err:
         raise ConfigError(
             f"--set {key}: value {raw!r} is not valid YAML ({err.__class__.__name__})"
@@ -301,7 +322,7 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
