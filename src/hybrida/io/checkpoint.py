@@ -13,6 +13,12 @@ from hybrida.io.atomic import atomic_write
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT_VERSION = 1
+#: keys every checkpoint written by :func:`save_checkpoint` has
+REQUIRED_KEYS = ("cycle", "state", "records", "generators", "config_digest")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: unreadable, truncated, foreign, or for another config."""
 
 
 @dataclass
@@ -62,16 +68,44 @@ def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
     return atomic_torch_save(payload, path)
 
 
+def _rng_states(gens: Any) -> bool:
+    """Whether ``gens`` holds the two RNG states (uint8 tensors) a resumed run restores."""
+    return isinstance(gens, dict) and all(
+        isinstance(gens.get(k), torch.Tensor) and gens[k].dtype == torch.uint8
+        for k in ("analysis", "torch_global")
+    )
+
+
 def load_checkpoint(path: str | Path, config_digest: str | None = None) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint` (our own file: full unpickling).
 
     With ``config_digest`` given, refuse a checkpoint written for another config.
     """
-    payload = torch.load(Path(path), map_location="cpu", weights_only=False)
+    fix = "delete it or use a fresh --out folder to start over"
+    try:
+        payload = torch.load(Path(path), map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - truncated zip, random bytes, bad pickle ...
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (truncated or corrupt: {reason}); {fix}"
+        ) from None
+    if not isinstance(payload, dict):
+        raise CheckpointError(
+            f"{path}: not a hybrida checkpoint (holds a {type(payload).__name__}); {fix}"
+        )
     if payload.get("format") != FORMAT_VERSION:
-        raise ValueError(f"{path}: unsupported checkpoint format {payload.get('format')!r}")
+        raise CheckpointError(
+            f"{path}: unsupported checkpoint format {payload.get('format')!r} "
+            f"(expected {FORMAT_VERSION}); {fix}"
+        )
+    missing = [k for k in REQUIRED_KEYS if k not in payload]
+    gens = payload.get("generators")
+    if not missing and not _rng_states(gens):
+        missing = ["the RNG states generators.analysis/torch_global"]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}; {fix}")
     if config_digest is not None and payload["config_digest"] != config_digest:
-        raise ValueError(
+        raise CheckpointError(
             f"{path}: checkpoint was written for a different configuration; "
             "run without --resume or use a fresh --out folder"
         )
