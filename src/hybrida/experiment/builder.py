@@ -13,6 +13,7 @@ from torch import Tensor
 from hybrida import registry
 from hybrida.assimilation.base import AssimilationMethod, State
 from hybrida.experiment.config import ConfigError, ExperimentConfig
+from hybrida.experiment.memory import check_run_memory, observation_bytes
 from hybrida.experiment.twin import Twin, climatology, make_twin
 from hybrida.models.base import Model
 from hybrida.observations.system import ObservationSystem
@@ -179,6 +180,8 @@ def build(config: ExperimentConfig) -> Experiment:
         x0 = x0 + config.initial.truth_std * torch.randn(
             x0.shape, generator=gens["truth"], dtype=dtype
         )
+    # before the climatology run and the truth: refuse a run that cannot fit in memory
+    check_run_memory(config, model.n, truth_model.n, observation_bytes(obs_system, x_ref))
     method, clim = build_method(config, model, x_ref)
     n_state = model.n if truth_model.n > model.n else None
     twin = make_twin(truth_model, obs_system, x0, config.cycles, gens["truth"], n_state=n_state)

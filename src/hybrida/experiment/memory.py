@@ -1,0 +1,104 @@
+"""Memory a twin experiment keeps for its whole run, checked against the RAM available before it starts.
+
+A run holds the truth at every analysis time, one observation per cycle and
+one record per cycle in memory; a run of 10^10 cycles would otherwise start
+allocating silently until the machine swaps or the process is killed.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from hybrida.experiment.config import ConfigError, ExperimentConfig
+
+#: share of the available RAM a run may plan to use
+MEMORY_SHARE = 0.5
+#: Python objects (record, observation, tensor headers) per cycle, measured on
+#: the Lorenz-63 / Lorenz-96 presets (about 7 KB per cycle on top of the tensors)
+OBJECT_BYTES_PER_CYCLE = 8192
+
+
+def available_memory() -> int | None:
+    """Bytes of RAM available now: psutil when installed, else the free pages (None if unknown)."""
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    if psutil is not None:
+        return int(psutil.virtual_memory().available)
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _tensor_bytes(obj: Any, depth: int = 1) -> int:
+    """Bytes of the tensors among the attributes of ``obj`` (and of its attributes, ``depth`` deep)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if depth < 0 or not hasattr(obj, "__dict__"):
+        return 0
+    return sum(_tensor_bytes(v, depth - 1) for v in vars(obj).values())
+
+
+def observation_bytes(obs_system: Any, x: torch.Tensor) -> int:
+    """Tensor bytes of one observation of ``x`` (a throwaway generator: no seed stream is touched)."""
+    try:
+        obs = obs_system.observe(x, 1, torch.Generator().manual_seed(0))
+    except Exception:  # noqa: BLE001 - building reports the real problem; assume y + H
+        return x.element_size() * x.numel() * (x.numel() + 1)
+    return _tensor_bytes(obs)
+
+
+def estimate_run_memory(
+    config: ExperimentConfig, n: int, n_truth: int, obs_bytes: int, ensemble: int | None
+) -> int:
+    """Bytes a run of ``config`` keeps: truth (built as a list, then stacked), observations, records.
+
+    ``n``/``n_truth``: variables of the forecast / truth model; ``obs_bytes``:
+    tensor bytes of one observation; ``ensemble``: members stored per record
+    (``store_members``), else None.
+    """
+    item = torch.finfo(getattr(torch, config.dtype)).bits // 8
+    truth = item * (2 * n_truth + n)
+    records = item * 4 * n + (item * n * ensemble if ensemble else 0)
+    return config.cycles * (truth + obs_bytes + records + OBJECT_BYTES_PER_CYCLE)
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if nbytes < 1000 or unit == "PB":
+            return f"{nbytes:.3g} {unit}"
+        nbytes /= 1000
+    raise AssertionError  # pragma: no cover
+
+
+def check_run_memory(
+    config: ExperimentConfig, n: int, n_truth: int, obs_bytes: int, available: int | None = None
+) -> None:
+    """Raise :class:`ConfigError` when the run needs more than ``MEMORY_SHARE`` of the available RAM.
+
+    ``obs_bytes``: see :func:`observation_bytes`; ``available`` defaults to
+    :func:`available_memory`.
+    """
+    available = available_memory() if available is None else available
+    if not available:
+        return
+    N = config.method.params.get("N") if config.store_members else None
+    ensemble = N if isinstance(N, int) else None
+    need = estimate_run_memory(config, n, n_truth, obs_bytes, ensemble)
+    budget = MEMORY_SHARE * available
+    if need <= budget:
+        return
+    per_cycle = need / config.cycles
+    hint = f"use at most {int(budget // per_cycle)} cycles"
+    if ensemble:
+        hint += " or set store_members: false"
+    raise ConfigError(
+        f"cycles: {config.cycles} cycles need about {_size(need)} of memory (truth, observations "
+        f"and records, {_size(per_cycle)} per cycle), more than {MEMORY_SHARE:.0%} of the "
+        f"{_size(available)} available; {hint}"
+    )
