@@ -7,6 +7,7 @@ import itertools
 import logging
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from hybrida.experiment.config import (
     _Strict,
     apply_overrides,
     format_validation_error,
+    load_yaml,
     read_source,
     switch_method,
     validate_config,
@@ -90,7 +92,7 @@ def load_sweep(source: str | Path | dict[str, Any]) -> SweepConfig:
         if not path.is_file():
             raise ConfigError(f"sweep config file not found: {source}")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = load_yaml(path.read_text()) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"{source}: invalid YAML: {getattr(err, 'problem', err)}") from None
     if not isinstance(data, dict):
@@ -198,30 +200,44 @@ def run_sweep(
     scheduler: str | None = None,
     workers: int = 2,
     progress: bool = True,
+    on_start: Callable[[], None] | None = None,
 ) -> SweepResult:
     """Run every grid point on Dask and write runs.csv, table.csv and table.md to ``out_dir``.
 
     ``scheduler`` is the address of a running Dask scheduler; otherwise a
     process-based ``LocalCluster`` with ``min(workers, runs)`` single-threaded
     workers is started. ``workers=0`` runs the points serially in this process.
+    ``on_start()`` is called once the workers are reachable, before the first run.
     """
     from tqdm.auto import tqdm
 
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ConfigError(
+            f"--workers: must be an integer >= 1 (or 0 to run serially in-process), got {workers!r}"
+        )
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     runs = expand(sweep)
     payloads = [(r.config.model_dump(mode="json"), str(out / r.run_id)) for r in runs]
     summaries: list[dict[str, Any] | None] = [None] * len(runs)
-    bar = tqdm(total=len(runs), disable=not progress, desc=sweep.name, unit="run")
+    serial = scheduler is None and workers == 0
+    # connect first: an unreachable scheduler fails before anything is written
+    client, cluster = (None, None) if serial else _client(scheduler, workers, len(payloads))
     try:
-        if scheduler is None and workers == 0:
-            for i, (cfg, d) in enumerate(payloads):
-                summaries[i] = run_point(cfg, d)
-                bar.update(1)
-        else:
-            _run_dask(payloads, summaries, bar, scheduler, workers)
+        if on_start is not None:
+            on_start()
+        out.mkdir(parents=True, exist_ok=True)
+        with tqdm(total=len(runs), disable=not progress, desc=sweep.name, unit="run") as bar:
+            if client is None:
+                for i, (cfg, d) in enumerate(payloads):
+                    summaries[i] = run_point(cfg, d)
+                    bar.update(1)
+            else:
+                _run_dask(client, payloads, summaries, bar)
     finally:
-        bar.close()
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
 
     label_cols = list(runs[0].labels) if runs else ["method", "seed"]
     rows = [{"run_id": r.run_id, **r.labels, **(s or {})} for r, s in zip(runs, summaries)]
@@ -254,31 +270,38 @@ def _markdown(table: pd.DataFrame) -> str:
     return shown.to_markdown(index=False, floatfmt=".4g")
 
 
-def _run_dask(
-    payloads: list, summaries: list, bar: Any, scheduler: str | None, workers: int
-) -> None:
-    from distributed import Client, LocalCluster, as_completed
+#: seconds to wait for a Dask scheduler given by address
+CONNECT_TIMEOUT_S = 3
 
-    cluster = None
+
+def _client(scheduler: str | None, workers: int, n_runs: int) -> tuple[Any, Any]:
+    """A Dask client and its LocalCluster (None when ``scheduler`` gives the address of one)."""
+    from distributed import Client, LocalCluster
+
     if scheduler is None:
         cluster = LocalCluster(
-            n_workers=max(1, min(workers, len(payloads))),
+            n_workers=max(1, min(workers, n_runs)),
             threads_per_worker=1,
             processes=True,
             dashboard_address=None,
             silence_logs=logging.ERROR,
         )
-        client = Client(cluster)
-    else:
-        client = Client(scheduler)
+        return Client(cluster), cluster
     try:
-        futures = {
-            client.submit(run_point, cfg, d, pure=False): i for i, (cfg, d) in enumerate(payloads)
-        }
-        for fut in as_completed(futures):
-            summaries[futures[fut]] = fut.result()
-            bar.update(1)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        return Client(scheduler, timeout=CONNECT_TIMEOUT_S), None
+    except (OSError, TimeoutError, ValueError, TypeError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(
+            f"--scheduler {scheduler}: cannot reach a Dask scheduler ({reason}); start one (`dask scheduler`) or drop --scheduler to use local workers"
+        ) from None
+
+
+def _run_dask(client: Any, payloads: list, summaries: list, bar: Any) -> None:
+    from distributed import as_completed
+
+    futures = {
+        client.submit(run_point, cfg, d, pure=False): i for i, (cfg, d) in enumerate(payloads)
+    }
+    for fut in as_completed(futures):
+        summaries[futures[fut]] = fut.result()
+        bar.update(1)
