@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hybrida.cli_errors import OneLineErrors, check_out, err_console, fail, whole_number
 from hybrida.experiment.config import (
     ConfigError,
     apply_overrides,
@@ -28,29 +29,25 @@ from hybrida.experiment.config import (
     switch_method,
     validate_config,
 )
+from hybrida.io.checkpoint import CheckpointError
+
+#: what ``hybrida run`` without SOURCE runs: a surrogate preset (or YAML path) of hybrida.experiment.surrogate_pipeline
+DEMO_SOURCE = "demo"
+out_console = Console(highlight=False)
+
 
 app = typer.Typer(
+    cls=OneLineErrors,
     add_completion=False,
     pretty_exceptions_enable=False,
     help="hybrida: hybrid data assimilation + machine learning twin experiments.",
 )
-out_console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
-
-#: what ``hybrida run`` without SOURCE runs: a surrogate preset (or YAML path) of hybrida.experiment.surrogate_pipeline
-DEMO_SOURCE = "demo"
-
 learn_app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     help="Learned components: train and evaluate surrogate models (the DA-ML loop).",
 )
 app.add_typer(learn_app, name="learn")
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True, markup=True)
-    return typer.Exit(code)
 
 
 def _sanitise(name: str) -> str:
@@ -82,7 +79,8 @@ def _fit_burn_in(data: dict[str, Any]) -> str | None:
     every = (data.get("observations") or {}).get("every", 1)
     total = data.get("cycles", 1) * every * dt
     burn = data.get("burn_in", 0.0)
-    if isinstance(burn, (int, float)) and isinstance(total, (int, float)) and burn >= total:
+    numbers = isinstance(burn, (int, float)) and isinstance(total, (int, float))
+    if numbers and 0 < total <= burn:  # a bad cycles value is validation's to report
         data["burn_in"] = round(0.2 * total, 10)
         return f"burn_in {burn:g} >= run length {total:g}: using {data['burn_in']:g} (set burn_in to change)"
     return None
@@ -133,7 +131,8 @@ def run(
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="master seed")] = None,
     cycles: Annotated[
-        int | None, typer.Option("--cycles", help="number of analysis cycles")
+        int | None,
+        typer.Option("--cycles", help="number of analysis cycles", parser=whole_number),
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="output folder (default runs/<name>-<seed>)")
@@ -157,7 +156,7 @@ def run(
     set_ = set_ or []
     if source is None:
         if cycles is not None or resume:
-            raise _fail(
+            raise fail(
                 "--cycles/--resume apply to a preset or config run; the demo takes "
                 "--set training.train_cycles=N / --set evaluation.test_cycles=N"
             )
@@ -181,19 +180,16 @@ def run(
             data["seed"] = seed
         config = validate_config(data)
     except ConfigError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
 
     out_dir = out or Path("runs") / f"{_sanitise(config.name)}-{config.seed}"
+    check_out(out_dir)
     for note in notes:
         err_console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
     try:
         result = run_experiment(config, out_dir, resume=resume, progress=not quiet)
-    except ConfigError as err:
-        raise _fail(str(err)) from None
-    except ValueError as err:  # e.g. a checkpoint written for another config
-        if resume:
-            raise _fail(str(err)) from None
-        raise
+    except (ConfigError, CheckpointError) as err:  # too big for memory; a broken checkpoint
+        raise fail(str(err)) from None
     files = list(result.files.values())
     if not no_plots:
         from hybrida.plots import plot_all
@@ -267,10 +263,11 @@ def _run_surrogate(
     try:
         config = load_surrogate_config(source, overrides)
     except ConfigError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     exp_seed = config.twin_config().seed
     name = config.name if config.name.startswith(prefix) else f"{prefix}-{config.name}"
     out_dir = out or Path("runs") / f"{_sanitise(name)}-{exp_seed}"
+    check_out(out_dir)
     t0 = time.perf_counter()
 
     def say(message: str) -> None:
@@ -284,7 +281,7 @@ def _run_surrogate(
             config, out_dir, progress=say if not quiet else False, plots=not no_plots
         )
     except ConfigError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     title = f"{config.name}: surrogate ({config.source}) vs true model"
     out_console.print(_surrogate_table(summary, title))
     if summary.get("surrogate_da_diverged_at") is not None:
@@ -361,10 +358,20 @@ def sweep(
         spec = load_sweep(config)
         n_runs = len(expand(spec))
     except ConfigError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     out_dir = out or Path("runs") / f"sweep-{_sanitise(spec.name)}"
-    err_console.print(f"{n_runs} runs -> {out_dir}")
-    result = run_sweep(spec, out_dir, scheduler=scheduler, workers=workers, progress=not quiet)
+    check_out(out_dir)
+    try:
+        result = run_sweep(
+            spec,
+            out_dir,
+            scheduler=scheduler,
+            workers=workers,
+            progress=not quiet,
+            on_start=lambda: err_console.print(f"{n_runs} runs -> {out_dir}"),
+        )
+    except ConfigError as err:  # --workers, an unreachable --scheduler
+        raise fail(str(err)) from None
     out_console.print(result.files["table_md"].read_text(), soft_wrap=True, markup=False)
     if "error" in result.runs:
         failed = result.runs["error"].notna().sum()
