@@ -345,16 +345,18 @@ def test_4d_lag0_equals_3d_in_a_cycle():
     r4, _ = _l96_run(HybridEnVar4D(**kw, lag=0), 15)
     for a, b in zip(r3, r4):
         assert torch.allclose(a.posterior_mean, b.posterior_mean, atol=1e-9)
-    assert r3[-1].rmse_a < 1.0
+    # measured 0.30-0.43 over the 15 cycles (0.419 at the last); climatology ~3.6
+    assert max(r.rmse_a for r in r3) < 0.5
 
 
-@pytest.mark.parametrize("pert", ["etkf", "letkf"])
-def test_4d_lagged_cycle_runs_and_tracks(pert):
+# mean rmse_a of cycles 21-60, seed 0: ETKF 0.470, LETKF 0.386 (seeds 1-2: 0.583, 0.474; 0.395, 0.372)
+@pytest.mark.parametrize(("pert", "bar"), [("etkf", 0.55), ("letkf", 0.45)])
+def test_4d_lagged_cycle_runs_and_tracks(pert, bar):
     clim = _l96_clim()
     m = HybridEnVar4D(8, clim, xB=0.02, beta=0.2, loc_rad=3.0, infl=1.05, perturbations=pert, lag=2)
     records, _ = _l96_run(m, 60, every_kth=2)
     rmse = [r.rmse_a for r in records[20:]]
-    assert all(math.isfinite(v) for v in rmse) and sum(rmse) / len(rmse) < 1.0  # climatology ~3.6
+    assert all(math.isfinite(v) for v in rmse) and sum(rmse) / len(rmse) < bar  # clim ~3.6
     assert m.diagnostics()["n_obs"] == 20
 
 
