@@ -1,10 +1,19 @@
-"""Shortened reproductions of the published RMSE tables (``shared/REFERENCES.md``).
+"""Reproductions of the published RMSE tables (``shared/REFERENCES.md``).
 
-Each row runs the preset with the published hyper-parameters for fewer cycles
-than the reference and takes the median rmse_a over three seeds. Short runs
-are noisier than the published 10^3-10^4-cycle averages, so the bar is
-``LOOSE`` times the benchmark's (+-0.02, or 5% above 0.5); the full-length
-runs with the strict bar are ``benchmarks/reproduce.py``.
+Two variants of each row, the published hyper-parameters on the preset, median rmse_a over the
+row's seeds (1-3, more where the row asks):
+
+- ``test_reference_rmse_full_length`` (marked ``slow``: skipped unless ``--run-slow``, about an
+  hour on 2 cores): the preset's full length, with the REFERENCES bar itself (+-0.02, or 5%
+  above 0.5). Two rows miss it at full length, as measured in docs/benchmarks.md, and are
+  expected failures with the reason.
+- ``test_reference_rmse`` (default, in ``make test``): shortened runs (``SHORT``). Their medians
+  are noisier than the 10^3-10^4-cycle means, so the bar is ``LOOSE`` times the REFERENCES bar.
+  Measured on the shortened runs (seeds 1-3, 2026-12-03): 28 of 34 rows within 1x the bar; the
+  largest deviations are L63 EKF -0.106 (2.3x its bar of 0.046), KS OI +0.042 (2.1x; 0.529 at full
+  length too), L63 PF N=800 +0.029 (1.45x), KS LETKF N=4 +0.029 (1.43x), L96 EKF -0.020 (1.02x).
+  ``LOOSE`` = 2.5 covers that spread with a small margin; it is a check that nothing broke, the
+  full-length test is the reproduction.
 """
 
 from __future__ import annotations
@@ -45,6 +54,43 @@ def test_reference_rmse(row):
     assert abs(median - row.rmse_a) <= tol, (
         f"{row.label}: median rmse_a {median:.3f} {scores}, published {row.rmse_a} +- {tol:.3f}"
     )
+
+
+#: rows outside the REFERENCES bar at full length (docs/benchmarks.md, reproduction sections)
+FULL_LENGTH_MISSES = {
+    "lorenz63/sakov2012 ienks (N=10, infl=1.02, rot=True)": "0.332 at full length (seeds 1-3), bar 0.31 +- 0.02",
+    "ks/bocquet2019 oi": "0.529 at full length; DAPPER 1.8.1's own OI gives 0.527, the published 0.5 is rounded",
+}
+
+
+def _full_length_params():
+    out = []
+    for row in ROWS:
+        reason = FULL_LENGTH_MISSES.get(row.label)
+        marks = [pytest.mark.xfail(reason=reason, strict=False)] if reason else []
+        out.append(pytest.param(row, id=row.label, marks=marks))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.reproduction
+@pytest.mark.parametrize("row", _full_length_params())
+def test_reference_rmse_full_length(row):
+    """The preset's full length (its cycles, burn-in and climatology) and the REFERENCES bar."""
+    scores = []
+    for seed in row.seed_list(SEEDS):
+        summary = run_experiment(row.config(seed=seed), progress=False).summary
+        assert not summary["diverged"], f"seed {seed}: {summary.get('diverged_reason')}"
+        scores.append(summary["rmse_a"])
+    median = statistics.median(scores)
+    tol = row.tolerance()
+    assert abs(median - row.rmse_a) <= tol, (
+        f"{row.label}: median rmse_a {median:.3f} {scores}, published {row.rmse_a} +- {tol:.3f}"
+    )
+
+
+def test_full_length_misses_name_existing_rows():
+    assert set(FULL_LENGTH_MISSES) <= {r.label for r in ROWS}
 
 
 def test_seed_list_extends_to_the_rows_seeds():
