@@ -36,9 +36,9 @@ class Entry:
 
 ENTRIES = [
     Entry("reproduce", "reproduce/reproduce.py",
-          ("--only", "lorenz96/sakov2008", "--cycles", "300", "--seeds", "1", "--workers", "2"),
+          ("--only", "lorenz96/sakov2008", "--cycles", "600", "--seeds", "1", "--workers", "2"),
           "--seeds 1 2 3 --workers 2", "about 40 min on 2 workers"),
-    Entry("reproduce", "reproduce/envar_case.py", ("--cycles", "150", "--seeds", "1", "--output", "-"),
+    Entry("reproduce", "reproduce/envar_case.py", ("--cycles", "300", "--burn-in", "5", "--seeds", "1", "--output", "-"),
           "--tune", "7 min"),
     Entry("scaling", "scaling/letkf_scaling.py", ("--quick", "--skip-huge", "--threads", "1", "--output", "-"),
           "--threads 1,2", "about 25 min (n = 10^6 rows dominate)"),
@@ -51,7 +51,7 @@ ENTRIES = [
           "--threads 1", "10 min (+ the DAPPER venv, once)"),
     Entry("peers", "peers/ienks_compare.py", ("--quick", "--skip-dapper", "--output", "-"), "", "5 min"),
     Entry("peers", "peers/same_truth_compare.py",
-          ("--only", "4D-Var lag 1", "--seeds-4dvar", "1", "--cycles", "60", "--skip-dapper", "--output", "-"),
+          ("--only", "4D-Var lag 1", "--seeds-4dvar", "1", "--cycles", "150", "--skip-dapper", "--output", "-"),
           "--seeds-4dvar 1 2 3 --seeds-enkf 1 ... 24", "about 1 h"),
     Entry("learn", "learn/model_error.py", ("--quick", "--only", "1", "--no-write"), "", "8 min"),
     Entry("learn", "learn/surrogate_da.py",

@@ -231,6 +231,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--skip-huge", action="store_true")
     ap.add_argument("--calibrate", action="store_true")
+    ap.add_argument("--sizes", type=int, nargs="+", default=None, help="run only the cases of these n")
+    ap.add_argument("--interp", type=int, nargs="+", default=None, help="run only these interp_every")
     add_output_args(ap, "letkf-scaling")
     args = ap.parse_args()
     if args.calibrate:
@@ -240,6 +242,8 @@ def main() -> None:
     for threads in [int(t) for t in args.threads.split(",")]:
         torch.set_num_threads(threads)
         for case in make_cases(args.quick, args.skip_huge):
+            if (args.sizes and case.n not in args.sizes) or (args.interp and case.interp_every not in args.interp):
+                continue
             try:
                 case.result = run_case(case)
             except (RuntimeError, MemoryError) as exc:  # keep the other rows

@@ -2,7 +2,7 @@
 
 Each :class:`ReferenceRow` names a preset, a method with its published
 hyper-parameters, and the published time-mean analysis RMSE. The tests run
-shortened versions; ``benchmarks/reproduce.py`` runs them full length over
+shortened versions; ``benchmarks/reproduce/reproduce.py`` runs them full length over
 several seeds.
 """
 
@@ -80,7 +80,10 @@ ROWS: list[ReferenceRow] = [
     ReferenceRow("lorenz63/sakov2012", "oi", {}, 1.25, _L63),
     ReferenceRow("lorenz63/sakov2012", "3dvar", {"xB": 0.1}, 1.04, _L63),
     ReferenceRow("lorenz63/sakov2012", "ekf", {"infl": 180.0}, 0.92, _L63),
-    ReferenceRow("lorenz63/sakov2012", "etkf", {"N": 10, "infl": 1.02}, 0.60, _L63),
+    # DAPPER's row has rot=True; without the rotation the runs lose track more often (median of 21
+    # seeds 0.653, seeds 1-3 0.597/0.593/0.657 on one CPU, 0.599/0.777/0.684 on another): fragile,
+    # so the median takes 9 seeds (with rotation, seeds 1-13: median 0.598, 0.536-0.695)
+    ReferenceRow("lorenz63/sakov2012", "etkf", {"N": 10, "infl": 1.02, "rot": True}, 0.60, _L63, seeds=9),
     # one run in a few loses track for a while (DAPPER's too, on the same truths): median of 7
     ReferenceRow("lorenz63/sakov2012", "enkf", {"N": 10, "infl": 1.04}, 0.65, _L63, seeds=7),
     ReferenceRow("lorenz63/sakov2012", "ienks", {"N": 10, "infl": 1.02, "rot": True}, 0.31, _L63, short_cycles=250),
