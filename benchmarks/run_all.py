@@ -37,19 +37,19 @@ class Entry:
 ENTRIES = [
     Entry("reproduce", "reproduce/reproduce.py",
           ("--only", "lorenz96/sakov2008", "--cycles", "600", "--seeds", "1", "--workers", "2"),
-          "--seeds 1 2 3 --workers 2", "about 40 min on 2 workers"),
+          "--seeds 1 2 3 --workers 2", "72 min on 2 workers on a busy machine"),
     Entry("reproduce", "reproduce/envar_case.py", ("--cycles", "300", "--burn-in", "5", "--seeds", "1", "--output", "-"),
           "--tune", "7 min"),
     Entry("scaling", "scaling/letkf_scaling.py", ("--quick", "--skip-huge", "--threads", "1", "--output", "-"),
-          "--threads 1,2", "about 25 min (n = 10^6 rows dominate)"),
+          "--threads 1,2", "about 5 min (the n = 10^6 rows dominate)"),
     Entry("scaling", "scaling/letkf_interp_accuracy.py",
           ("--cycles", "40", "--burn-in", "10", "--skip-huge", "--output", "-"),
-          "--cycles 600 --burn-in 100 --huge-cycles 4", "about 50 min (exact n = 10^6: 4 min per cycle)"),
-    Entry("scaling", "scaling/fourdvar_cost.py", ("--quick", "--output", "-"), "--cycles 100 --lags 1,2,4,8", "3 min"),
+          "--cycles 600 --burn-in 100 --huge-cycles 4", "about 5 min (the exact n = 10^6 cycles dominate)"),
+    Entry("scaling", "scaling/fourdvar_cost.py", ("--quick", "--output", "-"), "--cycles 100 --lags 1,2,4,8", "2 min"),
     Entry("peers", "peers/dapper_compare.py",
           ("--quick", "--skip-huge", "--skip-dapper", "--threads", "1", "--output", "-"),
-          "--threads 1", "10 min (+ the DAPPER venv, once)"),
-    Entry("peers", "peers/ienks_compare.py", ("--quick", "--skip-dapper", "--output", "-"), "", "5 min"),
+          "--threads 1", "5-10 min (+ the DAPPER venv, once)"),
+    Entry("peers", "peers/ienks_compare.py", ("--quick", "--skip-dapper", "--output", "-"), "", "3 min"),
     Entry("peers", "peers/same_truth_compare.py",
           ("--only", "4D-Var lag 1", "--seeds-4dvar", "1", "--cycles", "150", "--skip-dapper", "--output", "-"),
           "--seeds-4dvar 1 2 3 --seeds-enkf 1 ... 24", "about 1 h"),
@@ -60,9 +60,9 @@ ENTRIES = [
     Entry("learn", "learn/brajard2020.py",
           ("--densities", "0.5", "--train", "800", "--valid", "200", "--test", "300", "--epochs", "2",
            "--time-limit", "15", "--starts", "10", "--lead", "60", "--output", "-"),
-          "see the brajard2020 section", "20 min to 30 min per row; the density table about 2 h"),
+          "see the brajard2020 section", "reanalysis table 20 min; each loop row 20-30 min"),
     Entry("learn", "learn/surrogate_upper_bound.py",
-          ("--train", "1500", "--epochs", "2", "--time-limit", "15", "--etkf-cycles", "60"),
+          ("--train", "1500", "--epochs", "2", "--time-limit", "15", "--etkf-cycles", "150"),
           "--threads 1 --epochs 40 --time-limit 420", "12 min"),
 ]
 
@@ -77,9 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     todo = [e for e in ENTRIES if not args.only or any(o in (e.group, Path(e.script).stem) for o in args.only)]
     py = sys.executable
     if args.list:
+        shown = ".venv/bin/python" if Path(sys.prefix).resolve() == (ROOT / ".venv").resolve() else py
         for e in todo:
-            print(f"{e.group:10s} cheap: {py} benchmarks/{e.script} {' '.join(e.cheap)}")
-            print(f"{'':10s} full:  benchmarks/{e.script} {e.full}  ({e.full_cost})")
+            print(f"{e.group:10s} cheap: {shown} benchmarks/{e.script} {' '.join(e.cheap)}")
+            print(f"{'':10s} full:  {shown} benchmarks/{e.script} {e.full}  [{e.full_cost}]")
         return 0
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     results = []
