@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "hybrida"
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "hybrida"
 
 
 def _hybrida_imports(path: Path) -> set[str]:
@@ -41,3 +42,14 @@ def test_no_module_passes_about_400_lines():
         if (n := len(p.read_text().splitlines())) > 420
     }
     assert not long, f"split these modules: {long}"
+
+
+def test_no_test_imports_benchmarks():
+    """Plain ``pytest`` must collect what ``python -m pytest`` does: tests use package code only."""
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [node.module or ""] if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            )
+            assert not any(n.split(".")[0] == "benchmarks" for n in names), path

@@ -74,7 +74,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Brajard et al. 2021 unresolved-scale parametrisation: two-scale L96 truth
     # (K=36, J=10, F=10, h=1, b=c=10), truncated one-scale model of the slow
     # variables; all slow variables observed every 0.05 (settings from the
-    # authors' published code, benchmarks/brajard2021_l2s.py).
+    # authors' published code, hybrida.experiment.brajard2021).
     "lorenz96/brajard2021": {
         "name": "lorenz96/brajard2021",
         "seed": 3000,

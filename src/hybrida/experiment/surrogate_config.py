@@ -279,7 +279,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # sigma_o=1, CNN with a bilinear layer in an RK4 step, trained by the DA–ML loop. As in
     # their code: additive model noise sqrt(dt) x 1 per step in the DA and targets weighted by
     # 1/(sigma_a^2 + 0.01); their EnKF-N is replaced by an LETKF (N=30, adaptive inflation), the
-    # archive is shorter (5000 instead of 40000 cycles). benchmarks/brajard2020.py: 2.18 LT;
+    # archive is shorter (5000 instead of 40000 cycles). benchmarks/learn/brajard2020.py: 2.18 LT;
     # `hybrida learn surrogate brajard2020 --seed 1`: 2.30 LT, 18 min on 2 cores.
     "brajard2020": {
         "name": "brajard2020",

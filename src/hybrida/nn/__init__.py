@@ -9,7 +9,8 @@ class names to classes so that saved models can be rebuilt from their ``config``
 from __future__ import annotations
 
 from hybrida.nn.cnn import BrajardCNN, ResidualCNN
-from hybrida.nn.common import periodic_conv, seeded
+from hybrida.nn.common import apply_cast, periodic_conv, seeded
+from hybrida.nn.l2s import L2SNet
 from hybrida.nn.mlp import ResidualMLP
 from hybrida.nn.polyconv import PolyConv
 from hybrida.nn.registry import NETWORKS, register_network
@@ -17,9 +18,11 @@ from hybrida.nn.registry import NETWORKS, register_network
 __all__ = [
     "NETWORKS",
     "BrajardCNN",
+    "L2SNet",
     "PolyConv",
     "ResidualCNN",
     "ResidualMLP",
+    "apply_cast",
     "periodic_conv",
     "register_network",
     "seeded",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from hybrida.nn.cnn import BrajardCNN, ResidualCNN
+from hybrida.nn.l2s import L2SNet
 from hybrida.nn.mlp import ResidualMLP
 from hybrida.nn.polyconv import PolyConv
 
@@ -14,6 +15,7 @@ NETWORKS: dict[str, type[nn.Module]] = {
     "ResidualCNN": ResidualCNN,
     "ResidualMLP": ResidualMLP,
     "PolyConv": PolyConv,
+    "L2SNet": L2SNet,
 }
 
 

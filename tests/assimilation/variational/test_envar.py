@@ -360,9 +360,9 @@ def test_4d_lagged_cycle_runs_and_tracks(pert, bar):
     assert m.diagnostics()["n_obs"] == 20
 
 
-# ------------------------------------------------------- the documented case (benchmarks/envar_case.py)
+# ------------------------------------------------------- the documented case (benchmarks/reproduce/envar_case.py)
 
-#: L96 sakov2008, N=5, LETKF anomalies; settings tuned on seed 100 (first run of benchmarks/envar_case.py).
+#: L96 sakov2008, N=5, LETKF anomalies; settings tuned on seed 100 (first run of benchmarks/reproduce/envar_case.py).
 #: Over 200 cycles the hybrid gain is robust; at 1000 cycles N=5 the hybrid only ties beta=0
 #: (0.263 vs 0.263), which is why the documented case uses N=3 (too noisy to shorten to < 20 s).
 CASE = {
@@ -379,7 +379,7 @@ def test_hybrid_beats_static_and_ensemble_alone():
 
     A shortened check (measured ratios 0.88-0.92 on three seed triplets). Over
     1000 cycles the N=5 hybrid only ties the ensemble-only EnVar; the
-    documented full-length case is N=3 (benchmarks/envar_case.py,
+    documented full-length case is N=3 (benchmarks/reproduce/envar_case.py,
     docs/benchmarks.md "envar").
     """
     scores = {}

@@ -18,7 +18,7 @@ from torch import Tensor
 #: default stopping tolerance on ||Z Y - I||_F per dtype (float64, float32)
 DEFAULT_TOL = {torch.float64: 1e-12, torch.float32: 1e-5}
 
-#: measured (CPU, 1 thread, torch 2.x; benchmarks/letkf_scaling.py --calibrate):
+#: measured (CPU, 1 thread, torch 2.x; benchmarks/scaling/letkf_scaling.py --calibrate):
 #: (N, cost of one batched eigh / one batched N×N matmul, smallest batch where
 #: Newton–Schulz's fixed per-op overhead (~0.2 ms) is amortised)
 EIGH_OVER_BMM = ((5, 8.0, 512), (10, 26.0, 64), (20, 24.0, 32), (30, 19.0, 16), (40, 14.0, 16))
