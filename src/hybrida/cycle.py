@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -16,8 +18,18 @@ from hybrida.assimilation.base import (
     state_members,
     state_spread,
 )
+from hybrida.innovations import CycleInnovations, cycle_innovations
 from hybrida.models.base import Model
 from hybrida.observations.base import Observation
+
+#: quality-control flag of a used observation and of a missing (NaN) value
+QC_GOOD, QC_MISSING = 0, 1
+
+
+class Screen(Protocol):
+    """Quality control (:mod:`hybrida.observations.qc`): rejected values become NaN, with int8 flags."""
+
+    def screen(self, obs: Observation, prior: State) -> tuple[Observation, Tensor]: ...
 
 
 class FilterDiverged(RuntimeError):
@@ -30,11 +42,17 @@ class FilterDiverged(RuntimeError):
 
 @dataclass
 class Record:
-    """What one cycle produced: prior/posterior summaries scored against the truth."""
+    """What one cycle produced: prior/posterior summaries, scored against the truth when there is one.
+
+    Without a truth (real observations) ``truth`` is None and the rmse/CRPS
+    fields are NaN; ``innovation`` (O−B, O−A per observation) scores the
+    cycle against the observations instead, in twins as well. ``qc_flags``
+    ``(p,)`` are the quality-control decisions (0 good, 1 missing, ...).
+    """
 
     cycle: int
     time: float
-    truth: Tensor
+    truth: Tensor | None
     prior_mean: Tensor
     posterior_mean: Tensor
     rmse_f: float
@@ -46,6 +64,8 @@ class Record:
     rank_a: Tensor | None = None
     members: Tensor | None = None
     diagnostics: dict = field(default_factory=dict)
+    innovation: CycleInnovations | None = None
+    qc_flags: Tensor | None = None
 
 
 def _spread(state: State, n: int) -> Tensor:
@@ -67,11 +87,15 @@ def _crps(state: State, truth: Tensor) -> float:
     return float(metrics.crps_gaussian(state_mean(state), std, truth))
 
 
+def _missing_flags(obs: Observation) -> Tensor:
+    return torch.where(torch.isfinite(obs.y), QC_GOOD, QC_MISSING).to(torch.int8)
+
+
 def run_cycle(
     model: Model,
     method: AssimilationMethod,
     state: State,
-    truth: Tensor,
+    truth: Tensor | None,
     observations: Sequence[Observation],
     steps_per_cycle: int,
     *,
@@ -79,19 +103,27 @@ def run_cycle(
     generator: torch.Generator | None = None,
     keep_members: bool = False,
     probabilistic_scores: bool = True,
+    innovations: bool = True,
+    qc: Screen | None = None,
 ) -> Iterator[tuple[Record, State]]:
     """Cycle forecast and analysis, yielding ``(record, posterior)`` each cycle.
 
     ``truth[k]`` is the true state at analysis time k (``truth[0]`` = start,
     no observation there), ``observations[k - 1]`` the observations at cycle
-    k. Starting at ``start_cycle`` > 1 resumes from a checkpointed ``state``.
-    ``probabilistic_scores=False`` skips the per-cycle CRPS and truth rank
-    (NaN / None in the record), which dominate the bookkeeping for very large
-    ensembles of states. Raises :class:`FilterDiverged` when the forecast or
-    the posterior becomes non-finite.
+    k. ``truth=None`` (real observations) scores against the observations
+    only. Starting at ``start_cycle`` > 1 resumes from a checkpointed
+    ``state``. ``probabilistic_scores=False`` skips the per-cycle CRPS and
+    truth rank (NaN / None in the record), which dominate the bookkeeping for
+    very large ensembles of states; ``innovations=False`` skips the O−B/O−A
+    departures. ``qc.screen(obs, prior)`` rejects observations before the
+    analysis (its flags go to ``record.qc_flags``). Raises
+    :class:`FilterDiverged` when the forecast or the posterior becomes
+    non-finite.
     """
     n_cycles = len(observations)
     dt = model.dt
+    n = truth.shape[-1] if truth is not None else model.n
+    B = getattr(method, "B", None)
     for k in range(start_cycle, n_cycles + 1):
         t_prev = (k - 1) * steps_per_cycle * dt
         prior = method.forecast(model, state, steps_per_cycle, t_prev)
@@ -100,38 +132,45 @@ def run_cycle(
         # for the analysis, whose linear algebra would fail on inf/NaN with its own error
         if not bool(torch.isfinite(state_mean(prior)).all()):
             raise FilterDiverged(k, f"{type(method).__name__}: forecast became non-finite at cycle {k}")
-        obs = observations[k - 1]
+        received = observations[k - 1]
+        obs, flags = qc.screen(received, prior) if qc is not None else (received, _missing_flags(received))
         posterior = method.analyse(prior, obs, t, generator)
         mean_a = state_mean(posterior)
         if not bool(torch.isfinite(mean_a).all()):
             raise FilterDiverged(k, f"{type(method).__name__}: analysis became non-finite at cycle {k}")
-        x_true = truth[k]
-        n = x_true.shape[-1]
         # scores compare the physical state: an augmented state [x, theta]
         # (parameter estimation) is cut to the truth's size
         mean_a = mean_a[..., :n]
         mean_f = state_mean(prior)[..., :n]
         members = state_members(posterior)
         members = None if members is None else members[..., :n]
+        x_true = truth[k] if truth is not None else None
+        scored = x_true is not None
         record = Record(
             cycle=k,
             time=t,
             truth=x_true,
             prior_mean=mean_f,
             posterior_mean=mean_a,
-            rmse_f=float(metrics.rmse(mean_f, x_true)),
-            rmse_a=float(metrics.rmse(mean_a, x_true)),
+            rmse_f=float(metrics.rmse(mean_f, x_true)) if scored else math.nan,
+            rmse_a=float(metrics.rmse(mean_a, x_true)) if scored else math.nan,
             spread_f=float(_spread(prior, n)),
             spread_a=float(_spread(posterior, n)),
-            crps_a=_crps(posterior, x_true) if probabilistic_scores else float("nan"),
+            crps_a=_crps(posterior, x_true) if (probabilistic_scores and scored) else math.nan,
             n_obs=int(torch.isfinite(obs.y).sum()),
             rank_a=(
                 metrics.rank_of_truth(members, x_true)
-                if members is not None and probabilistic_scores
+                if members is not None and probabilistic_scores and scored
                 else None
             ),
             members=members.clone() if (keep_members and members is not None) else None,
             diagnostics=method.diagnostics(),
+            innovation=(
+                cycle_innovations(received, prior, posterior, n, B, used=torch.isfinite(obs.y))
+                if innovations
+                else None
+            ),
+            qc_flags=flags,
         )
         state = posterior
         yield record, state

@@ -16,6 +16,7 @@ from hybrida.experiment.config import ConfigError, ExperimentConfig
 from hybrida.experiment.memory import check_run_memory, observation_bytes
 from hybrida.experiment.twin import Twin, climatology, make_twin
 from hybrida.models.base import Model
+from hybrida.observations.base import Observation
 from hybrida.observations.system import ObservationSystem
 
 STREAMS = ("truth", "initial", "analysis", "torch_global")
@@ -157,8 +158,19 @@ def build_method(
     return instantiate(cls, params, "method.params"), clim
 
 
-def build(config: ExperimentConfig) -> Experiment:
-    """Model, network, method, nature run + observations, and initial state of ``config``."""
+def build(config: ExperimentConfig, observations: list[Observation] | None = None) -> Experiment:
+    """Model, network, method, nature run + observations, and initial state of ``config``.
+
+    With ``observations`` (cycles 1..K, e.g. read from a file) there is no
+    nature run: ``twin.truth`` is None and ``initial.center`` must be
+    ``reference``. The initial state is drawn from the same seed stream as in
+    the twin, so a twin and the assimilation of its written observations give
+    identical analyses.
+    """
+    if observations is not None and config.initial.center == "truth":
+        raise ConfigError(
+            "initial.center: 'truth' needs a nature run; with observations from a file use 'reference'"
+        )
     dtype = getattr(torch, config.dtype)
     model = build_model(config)
     truth_model = build_truth_model(config, model)
@@ -183,8 +195,11 @@ def build(config: ExperimentConfig) -> Experiment:
     # before the climatology run and the truth: refuse a run that cannot fit in memory
     check_run_memory(config, model.n, truth_model.n, observation_bytes(obs_system, x_ref))
     method, clim = build_method(config, model, x_ref)
-    n_state = model.n if truth_model.n > model.n else None
-    twin = make_twin(truth_model, obs_system, x0, config.cycles, gens["truth"], n_state=n_state)
+    if observations is None:
+        n_state = model.n if truth_model.n > model.n else None
+        twin = make_twin(truth_model, obs_system, x0, config.cycles, gens["truth"], n_state=n_state)
+    else:
+        twin = Twin(truth=None, observations=list(observations), steps_per_cycle=config.observations.every)
     center = twin.truth[0] if config.initial.center == "truth" else x_ref
     initial = method.initial_state(center, config.initial.std, generator=gens["initial"])
     return Experiment(

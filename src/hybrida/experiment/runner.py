@@ -17,15 +17,23 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from hybrida.assimilation.base import AssimilationMethod, State
-from hybrida.cycle import FilterDiverged, Record, run_cycle
+from hybrida.cycle import FilterDiverged, Record, Screen, run_cycle
 from hybrida.experiment.builder import Experiment, build
 from hybrida.experiment.config import ExperimentConfig
+from hybrida.innovations import summarize_innovations
 from hybrida.io.checkpoint import CHECKPOINT_NAME, Checkpoint, load_checkpoint, save_checkpoint
+from hybrida.io.obsfile import write_observations
 from hybrida.io.results import records_to_dataset, write_dataset, write_summary
+from hybrida.observations.base import Observation
 
 log = logging.getLogger(__name__)
 
 RESULTS_NAME = "results.nc"
+#: results of an assimilation of observations from a file (no truth): analyses.nc, or .zarr when large
+ANALYSES_STEM = "analyses"
+#: datasets larger than this many bytes are written as chunked Zarr instead of NetCDF
+ZARR_BYTES = 2 * 1024**3
+OBSERVATIONS_NAME = "observations.nc"
 SUMMARY_NAME = "summary.json"
 CONFIG_NAME = "config.yaml"
 
@@ -88,6 +96,8 @@ def climatological_std(exp: Experiment) -> float:
     """sqrt of the domain-mean climatological variance: from the climatology run, else the truth series."""
     if exp.climatology is not None:
         return float(torch.diagonal(exp.climatology[1]).mean().sqrt())
+    if exp.twin.truth is None:
+        return math.inf
     truth = exp.twin.truth[1:]
     if truth.shape[0] < 2:
         return math.inf
@@ -109,7 +119,12 @@ def summarize(
     diverged_reason: str,
     N: int | None,
 ) -> dict[str, Any]:
-    """Time means after burn-in (REFERENCES conventions) and the divergence verdict.
+    """Time means after burn-in (REFERENCES conventions), innovation statistics and the divergence verdict.
+
+    Without a truth the rmse/CRPS means are NaN and divergence is only a
+    non-finite forecast or analysis; the innovation statistics
+    (:func:`hybrida.innovations.summarize_innovations`: ``omb_rms``,
+    ``oma_rms``, ``desroziers_sigma_o``, ...) are there in both cases.
 
     ``lost_fraction`` is the share of scored cycles in which the analysis error
     exceeds ``LOST_RATIO`` times the ensemble spread: a filter that has lost
@@ -135,7 +150,8 @@ def summarize(
     diverged = diverged_cycle is not None
     reason = diverged_reason
     exempt = config.method.name == "climatology"  # it *is* the climatological reference
-    if not diverged and scored and not exempt:
+    has_truth = any(r.truth is not None for r in scored)
+    if not diverged and scored and not exempt and has_truth:
         if not math.isfinite(rmse_a):
             diverged, reason = True, "time-mean rmse_a is not finite"
         elif rmse_a > clim_std:
@@ -163,6 +179,8 @@ def summarize(
         "cycles": config.cycles,
         "n_scored": len(scored),
         "burn_in": config.burn_in,
+        "truth": has_truth,
+        **summarize_innovations([r.innovation for r in scored if r.innovation is not None]),
     }
 
 
@@ -172,8 +190,20 @@ def run_experiment(
     resume: bool = False,
     progress: bool = True,
     callback: Callback | None = None,
+    observations: list[Observation] | None = None,
+    qc: Screen | None = None,
+    digest: str | None = None,
+    write_observations_file: bool = False,
 ) -> Result:
     """Build and cycle ``config``; write results.nc, summary.json, config.yaml into ``out_dir``.
+
+    ``observations`` (cycles 1..K, e.g. from :func:`hybrida.io.obsfile.load_observations`)
+    replace the twin's nature run: no truth, scores from the observations;
+    ``digest`` then identifies them in checkpoints (with the config's digest).
+    ``qc`` screens each cycle's observations before the analysis.
+    ``write_observations_file`` writes the twin's observations to
+    ``out_dir/observations.nc`` (:func:`hybrida.io.obsfile.write_observations`,
+    model times), the input ``hybrida assimilate`` reads.
 
     Every ``config.checkpoint_every`` cycles a checkpoint is written; with
     ``resume=True`` the run continues from ``out_dir/checkpoint.pt`` and gives
@@ -183,7 +213,9 @@ def run_experiment(
     cycle (after any checkpoint). ``out_dir=None`` writes nothing.
     """
     with torch_threads(config.threads, config.model):
-        return _run(config, out_dir, resume, progress, callback)
+        return _run(
+            config, out_dir, resume, progress, callback, observations, qc, digest, write_observations_file
+        )
 
 
 #: states with fewer values than this (n x N) run single-threaded: intra-op
@@ -212,10 +244,15 @@ def _run(
     resume: bool,
     progress: bool,
     callback: Callback | None,
+    observations: list[Observation] | None = None,
+    qc: Screen | None = None,
+    digest: str | None = None,
+    write_observations_file: bool = False,
 ) -> Result:
     out = Path(out_dir) if out_dir is not None else None
     t_build = time.perf_counter()
-    exp = build(config)
+    exp = build(config, observations)
+    run_digest = config.digest() if digest is None else f"{config.digest()}+{digest}"
     build_s = time.perf_counter() - t_build
     seeds = exp.seeds
     gen = exp.generators["analysis"]
@@ -229,7 +266,7 @@ def _run(
         if ckpt_path is None:
             raise ValueError("resume=True needs an out_dir holding a checkpoint")
         if ckpt_path.exists():
-            ckpt = load_checkpoint(ckpt_path, config.digest())
+            ckpt = load_checkpoint(ckpt_path, run_digest)
             state, records = ckpt.state, list(ckpt.records)
             gen.set_state(ckpt.generators["analysis"])
             torch.set_rng_state(ckpt.generators["torch_global"])
@@ -242,6 +279,11 @@ def _run(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / CONFIG_NAME).write_text(config.to_yaml())
+        if write_observations_file and observations is None:
+            every = exp.twin.steps_per_cycle
+            times = [k * every * exp.model.dt for k in range(1, config.cycles + 1)]
+            write_observations(out / OBSERVATIONS_NAME, exp.twin.observations, times=times,
+                               attrs={"source": f"hybrida twin {config.name} seed {config.seed}"})
 
     diverged_cycle, reason = None, ""
     every = config.checkpoint_every
@@ -266,6 +308,7 @@ def _run(
             start_cycle=start,
             generator=gen,
             keep_members=config.store_members,
+            qc=qc,
         )
         while True:
             try:
@@ -279,7 +322,10 @@ def _run(
             records.append(record)
             bar.update(1)
             if record.cycle % 50 == 0:
-                bar.set_postfix(rmse_a=f"{record.rmse_a:.3g}", refresh=False)
+                if record.truth is not None:
+                    bar.set_postfix(rmse_a=f"{record.rmse_a:.3g}", refresh=False)
+                elif record.innovation is not None:
+                    bar.set_postfix(omb_rms=f"{record.innovation.scalars()['omb_rms']:.3g}", refresh=False)
             if ckpt_path is not None and every and record.cycle % every == 0:
                 save_checkpoint(
                     Checkpoint(
@@ -290,7 +336,7 @@ def _run(
                             "analysis": gen.get_state(),
                             "torch_global": torch.get_rng_state(),
                         },
-                        config_digest=config.digest(),
+                        config_digest=run_digest,
                         wall_s=wall_before + time.perf_counter() - t0,
                         method_state=_method_state(exp.method),
                     ),
@@ -321,7 +367,12 @@ def _run(
         resumed_from=resumed_from,
     )
     if out is not None:
-        result.files["results"] = write_dataset(result.dataset(), out / RESULTS_NAME)
+        ds = result.dataset()
+        if observations is None:
+            path = out / RESULTS_NAME
+        else:
+            path = out / (ANALYSES_STEM + (".zarr" if ds.nbytes > ZARR_BYTES else ".nc"))
+        result.files["results"] = write_dataset(ds, path)
         result.files["summary"] = write_summary(summary, out / SUMMARY_NAME)
         result.files["config"] = out / CONFIG_NAME
     return result

@@ -14,9 +14,13 @@ from hybrida.observations.system import ObservationSystem
 
 @dataclass
 class Twin:
-    """Truth at analysis times ``(K + 1, n)`` and the observations of cycles 1..K."""
+    """Truth at analysis times ``(K + 1, n)`` and the observations of cycles 1..K.
 
-    truth: Tensor
+    ``truth`` is None when the observations were read from a file (real data):
+    the cycle then scores against the observations only.
+    """
+
+    truth: Tensor | None
     observations: list[Observation]
     steps_per_cycle: int
 

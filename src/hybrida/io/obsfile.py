@@ -9,7 +9,9 @@ variables
 * ``time`` (float64): the observation time (model time units, or the cycle
   number when no times were given; see its ``units`` attribute);
 * ``cycle`` (int64): the analysis cycle the observation belongs to;
-* ``qc_flag`` (int8): 0 = good, 1 = missing value.
+* ``qc_flag`` (int8): 0 = good, 1 = missing value, other values = rejected by
+  quality control (see :mod:`hybrida.observations.qc`);
+* ``predictor_<name>`` (float64, optional): bias-correction predictors.
 
 The global attribute ``n_state`` is the state size. Any NetCDF reader
 (xarray, netCDF4, h5py) can read the file; hybrida does not need to be
@@ -31,10 +33,20 @@ from hybrida.io.atomic import atomic_write
 from hybrida.observations.base import Observation
 from hybrida.observations.errors import DiagonalError
 
-__all__ = ["load_observations", "read_observations", "write_observations"]
+__all__ = ["ObsFileError", "cycle_steps", "load_observations", "read_observations", "write_observations"]
 
 QC_GOOD = 0
 QC_MISSING = 1
+
+
+class ObsFileError(ValueError):
+    """A malformed observation file; the message names the file and the field to fix."""
+
+
+#: variables every observation file has, all on the ``nlocs`` dimension
+REQUIRED = ("obs_value", "obs_error", "location", "time", "cycle", "qc_flag")
+#: optional per-observation bias-correction predictors are variables named ``predictor_<name>``
+PREDICTOR_PREFIX = "predictor_"
 
 
 def _index_of(obs: Observation, k: int) -> np.ndarray:
@@ -72,6 +84,7 @@ def write_observations(
     if times is not None and len(times) != len(observations):
         raise ValueError(f"write_observations: got {len(times)} times for {len(observations)} observations")
     values, errors, locs, tt, cycles = [], [], [], [], []
+    predictors: dict[str, list[np.ndarray]] = {}
     n_state = None
     for k, obs in enumerate(observations):
         if not isinstance(obs.error, DiagonalError):
@@ -90,6 +103,10 @@ def write_observations(
         locs.append(idx.astype(np.float64))
         tt.append(np.full(obs.p, float(cycle) if times is None else float(times[k])))
         cycles.append(np.full(obs.p, cycle, dtype=np.int64))
+        for name, v in (obs.meta.get("predictors") or {}).items():
+            predictors.setdefault(name, []).append(np.asarray(torch.as_tensor(v).detach().cpu(), np.float64))
+    if any(len(v) != len(observations) for v in predictors.values()):
+        raise ValueError("write_observations: every observation must carry the same meta['predictors'] names")
 
     def cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
         return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
@@ -107,6 +124,10 @@ def write_observations(
             "cycle": (dim, cat(cycles, np.int64), {"long_name": "analysis cycle"}),
             "qc_flag": (dim, qc, {"long_name": "quality-control flag", "flag_values": np.array([0, 1], np.int8),
                                   "flag_meanings": "good missing"}),
+            **{
+                PREDICTOR_PREFIX + name: (dim, cat(parts, np.float64), {"long_name": f"bias predictor {name}"})
+                for name, parts in predictors.items()
+            },
         },
         attrs={
             "title": "hybrida observations",
@@ -118,34 +139,142 @@ def write_observations(
     return atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
 
 
+def _first(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def _check_values(path: Path, d: dict[str, np.ndarray], n: int) -> None:
+    """Per-value checks: finite values or NaN, positive errors, locations on the grid."""
+    bad = ~np.isfinite(d["std"]) | (d["std"] <= 0)
+    if bad.any():
+        raise ObsFileError(
+            f"{path}: obs_error: {int(bad.sum())} values are NaN, inf or <= 0 (first at nlocs="
+            f"{_first(bad)}); give each observation a finite error std > 0"
+        )
+    bad = np.isinf(d["y"])
+    if bad.any():
+        raise ObsFileError(f"{path}: obs_value: infinite value at nlocs={_first(bad)}; write missing values as NaN")
+    loc = d["location"]
+    bad = ~np.isfinite(loc) | (loc < 0) | (loc > n - 1) | (np.abs(loc - np.rint(loc)) > 1e-9)
+    if bad.any():
+        i = _first(bad)
+        raise ObsFileError(
+            f"{path}: location: {loc[i]!r} at nlocs={i} is not a grid index in [0, {n - 1}] "
+            f"(n_state={n})"
+        )
+
+
+def _check_cycles(path: Path, d: dict[str, np.ndarray]) -> None:
+    """Cycles 1..K without gaps, one time per cycle, times strictly increasing with the cycle."""
+    cycles, times = d["cycle"], d["time"]
+    if not np.isfinite(times).all():
+        raise ObsFileError(f"{path}: time: NaN or inf at nlocs={_first(~np.isfinite(times))}")
+    ids = np.unique(cycles)
+    if ids.size == 0:
+        raise ObsFileError(f"{path}: nlocs: the file holds no observations")
+    expected = np.arange(1, ids.size + 1)
+    if ids[0] != 1 or not np.array_equal(ids, expected):
+        missing = sorted(set(range(1, int(ids.max()) + 1)) - set(ids.tolist()))[:5]
+        raise ObsFileError(
+            f"{path}: cycle: cycles must run 1..K without gaps (first {int(ids[0])}, missing {missing}); "
+            "write a cycle without data as NaN values with qc_flag 1"
+        )
+    per_cycle = []
+    for c in ids:
+        t = times[cycles == c]
+        if t.min() != t.max():
+            raise ObsFileError(
+                f"{path}: time: cycle {int(c)} has rows at different times ({t.min():g} .. {t.max():g}); "
+                "one analysis time per cycle"
+            )
+        per_cycle.append(t[0])
+    steps = np.diff(per_cycle)
+    if (steps <= 0).any():
+        k = int(np.flatnonzero(steps <= 0)[0]) + 1
+        what = "duplicate" if steps[k - 1] == 0 else "unsorted"
+        raise ObsFileError(
+            f"{path}: time: {what} times: cycle {k + 1} at {per_cycle[k]:g} is not after cycle {k} at "
+            f"{per_cycle[k - 1]:g}"
+        )
+
+
 def read_observations(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read an observation file into numpy arrays: y, std, location, time, cycle, qc_flag, n_state."""
-    with xr.open_dataset(path, engine="h5netcdf") as ds:
-        ds = ds.load()
-    missing = {"obs_value", "obs_error", "location", "time", "cycle", "qc_flag"} - set(ds.variables)
+    """Read and check an observation file: y, std, location, time, cycle, qc_flag, n_state, predictors.
+
+    Raises :class:`ObsFileError` naming the file and the field for a file
+    that cannot be read, lacks a variable, has variables off the ``nlocs``
+    dimension, NaN/inf or non-positive errors, locations outside the grid,
+    gaps in the cycles, several times in one cycle, or unsorted/duplicate
+    times.
+    """
+    path = Path(path)
+    try:
+        with xr.open_dataset(path, engine="h5netcdf") as ds:
+            ds = ds.load()
+    except (OSError, ValueError) as err:
+        raise ObsFileError(f"{path}: not a readable NetCDF observation file ({err})") from None
+    missing = [v for v in REQUIRED if v not in ds.variables]
     if missing:
-        raise ValueError(f"read_observations: {path} lacks variables {sorted(missing)}")
-    return {
+        raise ObsFileError(f"{path}: missing variables {missing}; an observation file has {', '.join(REQUIRED)}")
+    predictors = [str(v) for v in ds.data_vars if str(v).startswith(PREDICTOR_PREFIX)]
+    for v in (*REQUIRED, *predictors):
+        if ds[v].dims != ("nlocs",):
+            raise ObsFileError(f"{path}: {v}: has dimensions {ds[v].dims}; expected ('nlocs',)")
+    try:
+        n_state = int(ds.attrs.get("n_state", -1))
+    except (TypeError, ValueError):
+        n_state = -1
+    if n_state <= 0:
+        raise ObsFileError(f"{path}: n_state: the global attribute must be the state size (> 0)")
+    data = {
         "y": ds["obs_value"].values.astype(np.float64),
         "std": ds["obs_error"].values.astype(np.float64),
         "location": ds["location"].values.astype(np.float64),
         "time": ds["time"].values.astype(np.float64),
         "cycle": ds["cycle"].values.astype(np.int64),
         "qc_flag": ds["qc_flag"].values.astype(np.int8),
-        "n_state": np.int64(ds.attrs.get("n_state", -1)),
+        "n_state": np.int64(n_state),
+        "time_units": str(ds["time"].attrs.get("units", "cycle")),
+        "predictors": {v[len(PREDICTOR_PREFIX):]: ds[v].values.astype(np.float64) for v in predictors},
     }
+    _check_values(path, data, n_state)
+    _check_cycles(path, data)
+    return data
 
 
-def load_observations(path: str | os.PathLike, dtype: torch.dtype = torch.float64) -> list[Observation]:
+def cycle_steps(observations: list[Observation], dt: float, default: int, path: str | os.PathLike = "") -> int:
+    """Model steps between two analyses implied by the loaded file's times (``default`` for cycle numbers).
+
+    With times in model time units, cycle k must lie at t = k * every * dt
+    (cycles count analyses from t = 0); otherwise an :class:`ObsFileError`.
+    """
+    if not observations or observations[0].meta.get("time_units", "cycle") == "cycle":
+        return default
+    times = np.array([o.meta["time"] for o in observations])
+    every = int(np.rint(times[0] / dt))
+    k = np.arange(1, times.size + 1)
+    if every < 1 or not np.allclose(times, k * every * dt, rtol=1e-9, atol=1e-9 * dt):
+        raise ObsFileError(
+            f"{path}: time: analysis times must be k * every * dt with the model's dt={dt:g}; cycle 1 "
+            f"is at {times[0]:g}, cycle {times.size} at {times[-1]:g}"
+        )
+    return every
+
+
+def load_observations(
+    path: str | os.PathLike, dtype: torch.dtype = torch.float64, n_state: int | None = None
+) -> list[Observation]:
     """Read an observation file back into one index-type :class:`Observation` per cycle (in cycle order).
 
-    Values flagged missing (qc_flag != 0) come back as NaN so that
-    :meth:`Observation.valid` masks them.
+    Values flagged (qc_flag != 0) come back as NaN so that
+    :meth:`Observation.valid` masks them; ``meta`` holds the cycle, time,
+    file row indices (``rows``) and any bias-correction ``predictors``.
+    ``n_state`` (the model's state size) is checked against the file's.
     """
     data = read_observations(path)
     n = int(data["n_state"])
-    if n <= 0 and data["y"].size:
-        raise ValueError(f"load_observations: {path} has no valid n_state attribute")
+    if n_state is not None and n != n_state:
+        raise ObsFileError(f"{path}: n_state: the file observes a state of {n} variables, the model has {n_state}")
     out = []
     for c in np.unique(data["cycle"]):
         sel = data["cycle"] == c
@@ -159,6 +288,14 @@ def load_observations(path: str | os.PathLike, dtype: torch.dtype = torch.float6
         def operator(x: torch.Tensor, idx: torch.Tensor = idx) -> torch.Tensor:
             return x.index_select(-1, idx.to(x.device))
 
+        meta = {
+            "cycle": int(c),
+            "time": float(data["time"][sel][0]),
+            "time_units": data["time_units"],
+            "rows": np.flatnonzero(sel),
+        }
+        if data["predictors"]:
+            meta["predictors"] = {k: torch.as_tensor(v[sel], dtype=dtype) for k, v in data["predictors"].items()}
         out.append(
             Observation(
                 y=y,
@@ -166,7 +303,7 @@ def load_observations(path: str | os.PathLike, dtype: torch.dtype = torch.float6
                 error=DiagonalError(std * std),
                 locations=idx.to(dtype),
                 matrix=matrix,
-                meta={"cycle": int(c), "time": float(data["time"][sel][0])},
+                meta=meta,
             )
         )
     return out

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +24,19 @@ _SERIES = {
     "spread_a": "analysis ensemble spread sqrt(mean variance)",
     "spread_f": "forecast ensemble spread sqrt(mean variance)",
     "crps_a": "domain-mean CRPS of the analysis",
+}
+
+
+#: series that need no truth
+_OBS_SERIES = ("spread_a", "spread_f")
+
+_INNOVATION_SERIES = {
+    "omb_mean": "mean observation-minus-background departure",
+    "omb_rms": "rms observation-minus-background departure",
+    "oma_mean": "mean observation-minus-analysis departure",
+    "oma_rms": "rms observation-minus-analysis departure",
+    "chi2": "mean d_ob^2 / (HBH^T + R) over the cycle's observations",
+    "dfs": "degrees of freedom for signal estimate d_ab^T R^-1 d_oa",
 }
 
 
@@ -53,7 +69,7 @@ def records_to_dataset(
     """
     T = len(records)
     if n is None:
-        n = int(records[0].truth.shape[-1]) if T else 0
+        n = int(records[0].posterior_mean.shape[-1]) if T else 0
     times = np.array([r.time for r in records], dtype=float)
     coords = {
         "time": ("time", times, {"units": time_units, "long_name": "analysis time"}),
@@ -71,7 +87,6 @@ def records_to_dataset(
         return np.stack([_np(getattr(r, name)) for r in records]).astype(float)
 
     data: dict[str, Any] = {
-        "truth": (("time", "x"), field("truth"), {"long_name": "true state", "units": "1"}),
         "prior_mean": (
             ("time", "x"),
             field("prior_mean"),
@@ -83,7 +98,11 @@ def records_to_dataset(
             {"long_name": "analysis (posterior) mean", "units": "1"},
         ),
     }
+    if T and all(r.truth is not None for r in records):
+        data["truth"] = (("time", "x"), field("truth"), {"long_name": "true state", "units": "1"})
     for name, long in _SERIES.items():
+        if name not in _OBS_SERIES and "truth" not in data:
+            continue  # no truth: nothing to score the state against
         data[name] = (
             ("time",),
             np.array([getattr(r, name) for r in records], dtype=float),
@@ -94,6 +113,15 @@ def records_to_dataset(
         np.array([r.n_obs for r in records], dtype=np.int64),
         {"long_name": "number of valid observations", "units": "1"},
     )
+
+    if T and all(r.innovation is not None for r in records):
+        per_cycle = [r.innovation.scalars() for r in records]
+        for name, long in _INNOVATION_SERIES.items():
+            data[name] = (
+                ("time",),
+                np.array([c[name] for c in per_cycle], dtype=float),
+                {"long_name": long, "units": "1"},
+            )
 
     keys = sorted({k for r in records for k, v in r.diagnostics.items() if _is_scalar(v)})
     for k in keys:
@@ -198,12 +226,32 @@ def _clean_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_dataset(ds: xr.Dataset, path: str | Path) -> Path:
-    """Write ``ds`` as NetCDF (h5netcdf) atomically: temp file, then ``os.replace``."""
-    return atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
+    """Write ``ds`` atomically: NetCDF (h5netcdf), or chunked Zarr when ``path`` ends in ``.zarr``.
+
+    A Zarr store is written to a temporary folder beside ``path`` and renamed
+    into place once complete.
+    """
+    path = Path(path)
+    if path.suffix != ".zarr":
+        return atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        chunks = {d: min(size, 256) if d == "time" else size for d, size in ds.sizes.items()}
+        ds.chunk(chunks).to_zarr(tmp / "store.zarr", mode="w")
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp / "store.zarr", path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
 
 
 def read_dataset(path: str | Path) -> xr.Dataset:
-    """Load a results file fully into memory (the file is closed afterwards)."""
+    """Load a results file (NetCDF or ``.zarr``) fully into memory (the file is closed afterwards)."""
+    if Path(path).suffix == ".zarr":
+        with xr.open_zarr(path) as ds:
+            return ds.load()
     with xr.open_dataset(path, engine="h5netcdf") as ds:
         return ds.load()
 
