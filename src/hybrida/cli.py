@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hybrida.cli_assimilate import assimilate
 from hybrida.cli_errors import OneLineErrors, check_out, err_console, fail, whole_number
 from hybrida.experiment.config import (
     ConfigError,
@@ -48,6 +49,7 @@ learn_app = typer.Typer(
     help="Learned components: train and evaluate surrogate models (the DA-ML loop).",
 )
 app.add_typer(learn_app, name="learn")
+app.command(name="assimilate")(assimilate)
 
 
 def _sanitise(name: str) -> str:
@@ -142,8 +144,14 @@ def run(
     ] = False,
     no_plots: Annotated[bool, typer.Option("--no-plots", help="skip the PNG figures")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    write_obs: Annotated[
+        bool, typer.Option("--write-obs", help="also write the observations to OUT/observations.nc")
+    ] = False,
 ) -> None:
     """Run one twin experiment; write results.nc, summary.json, config.yaml and plots.
+
+    --write-obs writes the twin's observations as a file that `hybrida
+    assimilate` reads (the same config and seed then give the same analyses).
 
     Without SOURCE it runs the DA-ML demo (1-4 minutes): LETKF on half of the
     Lorenz-96 grid observed at random -> reanalysis -> CNN surrogate trained on
@@ -155,9 +163,9 @@ def run(
 
     set_ = set_ or []
     if source is None:
-        if cycles is not None or resume:
+        if cycles is not None or resume or write_obs:
             raise fail(
-                "--cycles/--resume apply to a preset or config run; the demo takes "
+                "--cycles/--resume/--write-obs apply to a preset or config run; the demo takes "
                 "--set training.train_cycles=N / --set evaluation.test_cycles=N"
             )
         _run_surrogate(DEMO_SOURCE, set_, seed, out, no_plots, quiet, prefix="demo")
@@ -187,7 +195,9 @@ def run(
     for note in notes:
         err_console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
     try:
-        result = run_experiment(config, out_dir, resume=resume, progress=not quiet)
+        result = run_experiment(
+            config, out_dir, resume=resume, progress=not quiet, write_observations_file=write_obs
+        )
     except (ConfigError, CheckpointError) as err:  # too big for memory; a broken checkpoint
         raise fail(str(err)) from None
     files = list(result.files.values())

@@ -32,7 +32,7 @@ __all__ = ["assimilate_file", "file_digest", "write_departures"]
 log = logging.getLogger(__name__)
 
 #: share of the run discarded as burn-in when the config's burn-in is longer than the file
-BURN_IN_SHARE = 0.25
+BURN_IN_SHARE = 0.2
 
 
 def file_digest(path: str | Path) -> str:

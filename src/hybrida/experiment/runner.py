@@ -282,8 +282,12 @@ def _run(
         if write_observations_file and observations is None:
             every = exp.twin.steps_per_cycle
             times = [k * every * exp.model.dt for k in range(1, config.cycles + 1)]
-            write_observations(out / OBSERVATIONS_NAME, exp.twin.observations, times=times,
-                               attrs={"source": f"hybrida twin {config.name} seed {config.seed}"})
+            obs_file = write_observations(
+                out / OBSERVATIONS_NAME,
+                exp.twin.observations,
+                times=times,
+                attrs={"source": f"hybrida twin {config.name} seed {config.seed}"},
+            )
 
     diverged_cycle, reason = None, ""
     every = config.checkpoint_every
@@ -366,6 +370,8 @@ def _run(
         out_dir=out,
         resumed_from=resumed_from,
     )
+    if out is not None and write_observations_file and observations is None:
+        result.files["observations"] = obs_file
     if out is not None:
         ds = result.dataset()
         if observations is None:

@@ -159,7 +159,7 @@ def _check_values(path: Path, d: dict[str, np.ndarray], n: int) -> None:
     if bad.any():
         i = _first(bad)
         raise ObsFileError(
-            f"{path}: location: {loc[i]!r} at nlocs={i} is not a grid index in [0, {n - 1}] "
+            f"{path}: location: {float(loc[i])!r} at nlocs={i} is not a grid index in [0, {n - 1}] "
             f"(n_state={n})"
         )
 

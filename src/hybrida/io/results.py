@@ -238,7 +238,8 @@ def write_dataset(ds: xr.Dataset, path: str | Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         chunks = {d: min(size, 256) if d == "time" else size for d, size in ds.sizes.items()}
-        ds.chunk(chunks).to_zarr(tmp / "store.zarr", mode="w")
+        # Zarr format 2 with consolidated metadata: readable by every zarr/xarray version
+        ds.chunk(chunks).to_zarr(tmp / "store.zarr", mode="w", zarr_format=2, consolidated=True)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp / "store.zarr", path)
