@@ -56,7 +56,7 @@ def test_a_suboptimal_gain_breaks_them():
 
 
 def test_rejected_and_missing_observations_are_left_out():
-    _, B, H, R, K = _setup()
+    _, B, H, R, _ = _setup()
     x_b = torch.zeros(N_STATE, dtype=torch.float64)
     y = torch.tensor([1.0, float("nan"), 100.0], dtype=torch.float64)
     obs = Observation(y=y, operator=lambda x: x @ H.T, error=DiagonalError(torch.diag(R)), matrix=H)
