@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from hybrida.cli_assimilate import assimilate
+from hybrida.cli_assimilate import assimilate, assimilate_config
 from hybrida.cli_errors import OneLineErrors, check_out, err_console, fail, whole_number
 from hybrida.experiment.config import (
     ConfigError,
@@ -147,6 +147,9 @@ def run(
     write_obs: Annotated[
         bool, typer.Option("--write-obs", help="also write the observations to OUT/observations.nc")
     ] = False,
+    obs: Annotated[
+        Path | None, typer.Option("--obs", help="assimilate this observation file (sets observations.file)")
+    ] = None,
 ) -> None:
     """Run one twin experiment; write results.nc, summary.json, config.yaml and plots.
 
@@ -186,9 +189,14 @@ def run(
                     notes.append(note)
         if seed is not None:
             data["seed"] = seed
+        if obs is not None:
+            data.setdefault("observations", {})["file"] = str(obs)
         config = validate_config(data)
     except ConfigError as err:
         raise fail(str(err)) from None
+    if config.observations.file is not None:
+        assimilate_config(config, out, resume, quiet)
+        return
 
     out_dir = out or Path("runs") / f"{_sanitise(config.name)}-{config.seed}"
     check_out(out_dir)

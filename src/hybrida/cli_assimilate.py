@@ -12,6 +12,7 @@ from rich.table import Table
 from hybrida.cli_errors import check_out, err_console, fail
 from hybrida.experiment.config import (
     ConfigError,
+    ExperimentConfig,
     apply_overrides,
     parse_override,
     read_source,
@@ -63,7 +64,9 @@ def assimilate(
         typer.Option("--set", "-s", help="override KEY=VALUE (dotted keys, YAML values); repeatable"),
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="master seed (initial background, analysis noise)")] = None,
-    members: Annotated[bool, typer.Option("--members", help="also write the analysis members")] = False,
+    members: Annotated[
+        bool | None, typer.Option("--members/--no-members", help="write the analysis members (default: config)")
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue from OUT/checkpoint.pt")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
 ) -> None:
@@ -77,9 +80,6 @@ def assimilate(
     and config.yaml. `hybrida run PRESET --write-obs` writes such a file from
     a twin.
     """
-    from hybrida.experiment.assimilate import assimilate_file, check_source_is_not_output
-    from hybrida.io.obsfile import ObsFileError
-
     if not obs.is_file():
         raise fail(f"--obs: {obs} is not a file")
     try:
@@ -91,9 +91,23 @@ def assimilate(
         data = apply_overrides(data, list(set_ or []))
         if seed is not None:
             data["seed"] = seed
+        data.setdefault("observations", {})["file"] = str(obs)
         config = validate_config(data)
     except ConfigError as err:
         raise fail(str(err)) from None
+    assimilate_config(config, out, resume, quiet, members)
+
+
+def assimilate_config(
+    config: ExperimentConfig, out: Path | None, resume: bool, quiet: bool, members: bool | None = None
+) -> None:
+    """Assimilate ``config.observations.file``; print the innovation statistics; one-line errors."""
+    from hybrida.experiment.assimilate import assimilate_file, check_source_is_not_output
+    from hybrida.io.obsfile import ObsFileError
+
+    obs = Path(str(config.observations.file))
+    if not obs.is_file():
+        raise fail(f"observations.file: {obs} is not a file (write one with `hybrida run PRESET --write-obs`)")
     out_dir = out or Path("runs") / f"{obs.stem}-assim"
     check_out(out_dir)
     try:

@@ -64,7 +64,7 @@ def file_config(
 
 def assimilate_file(
     config: ExperimentConfig,
-    obs_path: str | Path,
+    obs_path: str | Path | None = None,
     out_dir: str | Path | None = None,
     *,
     store_members: bool | None = None,
@@ -80,8 +80,16 @@ def assimilate_file(
     and the QC decisions in ``qc_flag``), ``summary.json`` (``omb_rms``,
     ``oma_rms``, ``desroziers_sigma_o``, ...) and ``config.yaml``. The
     initial background is drawn from the config's seed as in the twin, so the
-    file a twin wrote gives the twin's analyses bit for bit.
+    file a twin wrote gives the twin's analyses bit for bit. ``obs_path``
+    defaults to ``config.observations.file``.
     """
+    if obs_path is None:
+        obs_path = config.observations.file
+    if obs_path is None or not Path(obs_path).is_file():
+        raise ConfigError(
+            f"observations.file: {obs_path} is not a file (write one with `hybrida run PRESET --write-obs` "
+            "or `hybrida data`)"
+        )
     model = build_model(config)
     observations = load_observations(obs_path, getattr(torch, config.dtype), n_state=model.n)
     config = file_config(config, observations, obs_path, store_members)

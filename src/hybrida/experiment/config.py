@@ -69,13 +69,18 @@ class ModelConfig(_Strict):
 
 
 class ObservationConfig(_Strict):
-    """Which observation network observes the truth, and how often."""
+    """Which observation network observes the truth, and how often; or a file of real observations."""
 
     name: str = Field("identity", description="registered observation network (or 'module:Class')")
     params: dict[str, Any] = Field(
         default_factory=dict, description="network keyword arguments (n and every are filled in)"
     )
     every: int = Field(1, ge=1, description="model steps between two analyses")
+    file: str | None = Field(
+        None,
+        description="observation file (hybrida/IODA-like NetCDF) assimilated instead of a twin's synthetic "
+        "observations: no truth; the file sets the cycles and the steps between them",
+    )
 
     @field_validator("name")
     @classmethod
