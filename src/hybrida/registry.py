@@ -11,6 +11,7 @@ MODELS: dict[str, str] = {
     "lorenz96_two_scale": "hybrida.models.lorenz96_two_scale:Lorenz96TwoScale",
     "ks": "hybrida.models.ks:KuramotoSivashinsky",
     "lorenz96_cubic": "hybrida.models.lorenz96_variants:Lorenz96Cubic",
+    "local_level": "hybrida.models.local_level:LocalLevel",
     # a trained surrogate saved by hybrida.learn.save_surrogate: params {path: FILE}
     "surrogate": "hybrida.learn.persist:load_surrogate",
 }

@@ -1,0 +1,1 @@
+"""Packaged real datasets written as hybrida observation files."""
