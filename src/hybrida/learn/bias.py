@@ -101,7 +101,7 @@ def fit_bias_model(
             loss = _loss(model, template, h_tr[b], d_tr[b])
             loss.backward()
             opt.step()
-            total += float(loss) * b.numel()
+            total += float(loss.detach()) * b.numel()
         hist.train_loss.append(total / max(cut, 1))
         if T > cut:
             with torch.no_grad():
@@ -164,7 +164,7 @@ class BiasCorrected(AssimilationMethod):
             loss = _loss(self.bias_model, obs, hxs, ds)
             loss.backward()
             self._opt.step()
-        self._diag["bias_loss"] = float(loss)
+        self._diag["bias_loss"] = float(loss.detach())
 
     def analyse(
         self, prior: State, obs: Observation, t: float = 0.0, generator: torch.Generator | None = None
