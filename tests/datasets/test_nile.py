@@ -26,7 +26,6 @@ from hybrida.learn.variance_mle import (
     fit_local_level,
     local_level_loglik,
     moment_variances,
-    nelder_mead,
 )
 
 sm = pytest.importorskip("statsmodels.api", reason="the Nile data ship with statsmodels (pip install hybrida[data])")
@@ -138,12 +137,3 @@ def test_assimilate_path_gives_the_same_likelihood(tmp_path):
     result = assimilate_file(config, path, None, progress=False)
     assert result.summary["n_innovations"] == 99
     assert result.summary["innovation_loglik"] == pytest.approx(SM_DEFAULT_LLF, rel=1e-12, abs=0)
-
-
-def test_nelder_mead_finds_the_rosenbrock_minimum():
-    res = nelder_mead(lambda x: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2, [-1.2, 1.0], xatol=1e-8,
-                      fatol=1e-14, max_evaluations=2000)
-    assert res.converged
-    np.testing.assert_allclose(res.x, [1.0, 1.0], atol=1e-6)
-    capped = nelder_mead(lambda x: float(np.sum(x**2)), [3.0, 3.0], max_evaluations=10)
-    assert not capped.converged and capped.n_evaluations <= 12
