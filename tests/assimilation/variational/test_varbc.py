@@ -85,3 +85,52 @@ def test_varbc_validates(kwargs, match):
     clim = (torch.zeros(4, dtype=torch.float64), torch.eye(4, dtype=torch.float64))
     with pytest.raises(ValueError, match=match):
         VarBC3D(clim, BiasPredictors([0, 0, 1, -1]), **kwargs)
+
+
+@pytest.mark.parametrize("nonlinear", [False, True])
+def test_varbc_without_bias_coefficients_is_threedvar(nonlinear):
+    """With every observation an anchor (no coefficients) VarBC3D is ThreeDVar, for a linear and a nonlinear H."""
+    from hybrida.assimilation.variational.threedvar import ThreeDVar
+    from hybrida.observations.networks import RadianceObs
+
+    n = 8
+    cov = random_spd(n, seed=2)
+    clim = (torch.zeros(n, dtype=torch.float64), cov)
+    net = RadianceObs(n, 4, 1.0, "tanh", scale=2.0) if nonlinear else SubsetObs(n, [1, 4, 6])
+    obs = net.network(1)
+    g = torch.Generator().manual_seed(1)
+    xb = torch.randn(n, generator=g, dtype=torch.float64)
+    obs.y = obs.H(xb) + torch.randn(obs.p, generator=g, dtype=torch.float64)
+    za = VarBC3D(clim, BiasPredictors([-1] * n), xB=0.5).analyse(xb.clone(), obs)
+    assert za.shape == (n,)
+    torch.testing.assert_close(za, ThreeDVar(clim, xB=0.5).analyse(xb.clone(), obs), rtol=0, atol=1e-8)
+
+
+def test_varbc_with_nonlinear_H_reaches_a_stationary_point_of_the_physical_cost():
+    """Gradient of J(x, beta) (written in x and beta, not the control variables) vanishes at the analysis."""
+    from hybrida.observations.networks import RadianceObs
+
+    n = 8
+    cov = random_spd(n, seed=4)
+    pred = BiasPredictors([0, -1, 1, -1, 0, -1, 1, -1], scan_covariate(n, 4), scale=2.0)
+    method = VarBC3D((torch.zeros(n, dtype=torch.float64), cov), pred, xB=0.5, beta_std=0.4)
+    obs = RadianceObs(n, 8, 1.0, "tanh", scale=2.0, std=0.5).network(1)
+    g = torch.Generator().manual_seed(6)
+    xb = torch.randn(n, generator=g, dtype=torch.float64)
+    beta_b = 0.3 * torch.randn(pred.n_coefficients, generator=g, dtype=torch.float64)
+    obs.y = obs.H(xb + torch.randn(n, generator=g, dtype=torch.float64)) + 0.5
+    za = method.analyse(torch.cat((xb, beta_b)), obs).requires_grad_(True)
+    P = pred.design(obs, obs.H(xb))
+    Binv = torch.linalg.inv(0.5 * cov)
+
+    x, beta = za[:n], za[n:]
+    r = obs.error.whiten(obs.y - obs.H(x) - P @ beta)
+    J = 0.5 * (x - xb) @ Binv @ (x - xb) + 0.5 * (((beta - beta_b) / 0.4) ** 2).sum() + 0.5 * (r * r).sum()
+    (grad,) = torch.autograd.grad(J, za)
+    g0 = torch.autograd.functional.jacobian(
+        lambda z: 0.5 * (z[:n] - xb) @ Binv @ (z[:n] - xb) + 0.5 * (((z[n:] - beta_b) / 0.4) ** 2).sum()
+        + 0.5 * obs.error.whiten(obs.y - obs.H(z[:n]) - P @ z[n:]).pow(2).sum(),
+        torch.cat((xb, beta_b)),
+    )
+    assert float(grad.norm()) < 1e-6 * float(g0.norm())
+    assert float((za.detach()[n:] - beta_b).abs().max()) > 1e-2
