@@ -25,6 +25,7 @@ from hybrida.assimilation.base import State
 from hybrida.assimilation.variational.climatology import check_climatology, check_positive, psd_sqrt
 from hybrida.assimilation.variational.dfs import dfs_by_group, dfs_from_jacobian, dfs_randomized
 from hybrida.assimilation.variational.minimize import gauss_newton, linearize
+from hybrida.assimilation.variational.robust import RobustNorm
 from hybrida.assimilation.window import Window, WindowMethod
 from hybrida.observations.base import Observation
 
@@ -43,10 +44,19 @@ class WindowProblem:
     r(z) stacks R_i^{-1/2}(y_i - H_i(x(t_i))) over the window's valid
     observations (NaN masked); ``n_ctrl`` = n (strong) or n (1 + C) (weak, C
     cycles up to the last observation), ``m`` the number of valid observations,
-    ``labels`` one ``meta["group"]`` per row (None when unlabelled).
+    ``labels`` one ``meta["group"]`` per row (None when unlabelled). With a
+    ``robust`` norm (VarQC) the residual is rho(r(z)) (see
+    :mod:`~hybrida.assimilation.variational.robust`).
     """
 
-    def __init__(self, window: Window, B_sqrt: Tensor, Q_sqrt: Tensor | float | None):
+    def __init__(
+        self,
+        window: Window,
+        B_sqrt: Tensor,
+        Q_sqrt: Tensor | float | None,
+        robust: RobustNorm | None = None,
+    ):
+        self.robust = robust
         self.xb = window.start.detach()
         n = self.xb.shape[-1]
         obs, steps = [], []
@@ -77,7 +87,12 @@ class WindowProblem:
         return x0, list(eta.unbind(0))
 
     def residual(self, z: Tensor) -> Tensor:
-        """r(z) = [R_i^{-1/2}(y_i - H_i(x(t_i)))]_i, differentiable in z."""
+        """r(z) = [R_i^{-1/2}(y_i - H_i(x(t_i)))]_i (rho(r(z)) with VarQC), differentiable in z."""
+        r = self.whitened(z)
+        return r if self.robust is None else self.robust(r)
+
+    def whitened(self, z: Tensor) -> Tensor:
+        """The whitened departures r(z) = [R_i^{-1/2}(y_i - H_i(x(t_i)))]_i."""
         x0, forcing = self.states(z)
         xs = self.window.trajectory(x0, forcing)
         parts = [
@@ -158,6 +173,11 @@ class FourDVar(WindowMethod):
     path they are a Hutchinson estimate with ``dfs_probes`` probes drawn from
     the analysis generator (seed 0 when none is given), or NaN when
     ``dfs_probes=0`` (the default).
+
+    Variational QC: ``robust`` (e.g. ``Huber(2.0)``, ``GaussianFlat(0.05, 15)``)
+    replaces each 1/2 r_i^2 by phi(r_i); the final VarQC weights of the
+    window's valid observations (in window order) are in :attr:`varqc_weights`
+    and the number with weight < 0.5 in the diagnostics (``varqc_rejected``).
     """
 
     kind = "deterministic"
@@ -177,8 +197,12 @@ class FourDVar(WindowMethod):
         linearization: str = "auto",
         dfs_probes: int = 0,
         B: str = "climatology",
+        robust: RobustNorm | None = None,
     ):
         super().__init__(lag=lag, shift=shift)
+        self.robust = robust
+        #: VarQC weights of the last window's valid observations (robust only)
+        self.varqc_weights: Tensor | None = None
         if B not in B_SHAPES:
             raise ValueError(f"FourDVar: B must be one of {', '.join(B_SHAPES)}, got {B!r}")
         self.B_shape = B
@@ -216,7 +240,7 @@ class FourDVar(WindowMethod):
         xb = window.start
         if not isinstance(xb, Tensor) or xb.shape != (self.n,):
             raise ValueError(f"FourDVar: window start must be a state tensor of shape ({self.n},)")
-        return WindowProblem(window, self.B_sqrt, self.Q_sqrt)
+        return WindowProblem(window, self.B_sqrt, self.Q_sqrt, self.robust)
 
     def linearization_mode(self, problem: WindowProblem) -> str:
         """The :func:`~hybrida.assimilation.variational.minimize.linearize` mode used for ``problem``."""
@@ -257,6 +281,10 @@ class FourDVar(WindowMethod):
             "grad_norm_per_iteration": list(res.grad_norms),
             **self._dfs(problem, res.linearization, generator),
         }
+        if self.robust is not None:
+            with torch.no_grad():
+                self.varqc_weights = self.robust.weight(problem.whitened(res.v))
+            self._diag["varqc_rejected"] = float((self.varqc_weights < 0.5).sum())
         return x0.detach()
 
     def _dfs(

@@ -7,10 +7,23 @@ from torch import Tensor
 
 from hybrida.assimilation.base import AssimilationMethod, State
 from hybrida.assimilation.variational.climatology import check_climatology, check_positive, psd_sqrt
-from hybrida.assimilation.variational.minimize import gauss_newton
+from hybrida.assimilation.variational.minimize import Linearization, gauss_newton
+from hybrida.assimilation.variational.robust import RobustNorm, varqc_flags
 from hybrida.observations.base import Observation
 
 __all__ = ["ThreeDVar"]
+
+
+def _robust_linearizer(whitened, rob: RobustNorm, G0: Tensor):
+    """Linearisation of rho(r(v)) for an affine r with Jacobian ``G0``: value rho(r), Jacobian diag(rho'(r)) G0."""
+
+    def lin(v: Tensor) -> Linearization:
+        r = whitened(v)
+        rho, drho = torch.func.jvp(rob.transform, (r,), (torch.ones_like(r),))
+        G = drho.unsqueeze(-1) * G0
+        return Linearization(rho, lambda w: G @ w, lambda u: u @ G, G)
+
+    return lin
 
 
 class ThreeDVar(AssimilationMethod):
@@ -29,6 +42,14 @@ class ThreeDVar(AssimilationMethod):
     linear H), ``tol`` the relative gradient norm. B^{1/2} is the symmetric
     square root of B (eigendecomposition, once). DAPPER's ``Var3D`` (B from
     the truth's climatology times ``xB``) is the reference setup.
+
+    Variational QC: ``robust`` (a :class:`~hybrida.assimilation.variational.robust.RobustNorm`,
+    e.g. ``Huber(2.0)`` or ``GaussianFlat(0.05, 15)``) replaces 1/2|r|^2 by
+    sum_i phi(r_i) through the residual transform rho(r) (1/2 rho^2 = phi);
+    the residual is then nonlinear in v, so the Gauss–Newton loop relinearises
+    (up to ``max_outer`` times) even for a linear H. The final VarQC weights
+    are in :attr:`varqc_weights`, the flags (4 where weight < 0.5) from
+    :meth:`analysis_flags`. With ``robust=None`` (default) nothing changes.
     """
 
     kind = "deterministic"
@@ -41,6 +62,7 @@ class ThreeDVar(AssimilationMethod):
         max_iter: int = 100,
         tol: float = 1e-10,
         max_outer: int = 10,
+        robust: RobustNorm | None = None,
     ):
         self.xB = check_positive("ThreeDVar: xB", xB)
         self.tol = check_positive("ThreeDVar: tol", tol)
@@ -57,6 +79,10 @@ class ThreeDVar(AssimilationMethod):
         #: quadratic-model cost after each CG iteration of the last analysis
         self.inner_cost_history: list[float] = []
         self._diag: dict[str, float] = {}
+        self.robust = robust
+        #: VarQC weights psi(r)/r of the valid observations at the last analysis (robust only)
+        self.varqc_weights: Tensor | None = None
+        self._valid: Tensor | None = None
 
     def analyse(
         self, prior: State, obs: Observation, t: float = 0.0, generator: torch.Generator | None = None
@@ -64,6 +90,8 @@ class ThreeDVar(AssimilationMethod):
         """Minimise J(v) from v = 0 and return xb + B^{1/2} v*."""
         if not isinstance(prior, Tensor) or prior.shape != (self.n,):
             raise ValueError(f"ThreeDVar: prior must be a state tensor of shape ({self.n},)")
+        self._valid = torch.isfinite(obs.y)
+        self.varqc_weights = None
         obs = obs.valid()
         if obs.p == 0:
             self._diag = {"n_obs": 0.0}
@@ -73,13 +101,17 @@ class ThreeDVar(AssimilationMethod):
         y = obs.y.to(xb)
         err = obs.error
 
-        def residual(v: Tensor) -> Tensor:
+        def whitened(v: Tensor) -> Tensor:
             return err.whiten(y - obs.H(xb + S @ v))
 
-        jac = None
+        rob = self.robust
+        residual = whitened if rob is None else (lambda v: rob(whitened(v)))
+        jac = linearizer = None
         if obs.matrix is not None:
             # linear H: the residual's Jacobian -R^{-1/2} H B^{1/2} is constant; form it once
             jac = -err.whiten((obs.matrix.to(xb) @ S).mT).mT
+            if rob is not None:  # robust: diag(rho'(r)) times that constant Jacobian, per outer loop
+                linearizer, jac = _robust_linearizer(whitened, rob, jac), None
         res = gauss_newton(
             residual,
             torch.zeros_like(xb),
@@ -87,6 +119,7 @@ class ThreeDVar(AssimilationMethod):
             max_inner=self.max_iter,
             tol=self.tol,
             jacobian=jac,
+            linearizer=linearizer,
         )
         self.cost_history = res.costs
         self.inner_cost_history = res.inner_costs
@@ -98,7 +131,21 @@ class ThreeDVar(AssimilationMethod):
             "n_inner": float(res.n_inner),
             "n_obs": float(obs.p),
         }
+        if rob is not None:
+            with torch.no_grad():
+                self.varqc_weights = rob.weight(whitened(res.v))
+            self._diag["varqc_rejected"] = float((self.varqc_weights < 0.5).sum())
         return xb + S @ res.v
+
+    def analysis_flags(self, threshold: float = 0.5) -> Tensor | None:
+        """int8 flags of the last analysis' observations: 0 good, 1 missing, 4 VarQC weight < ``threshold``.
+
+        None before any analysis or without ``robust``.
+        """
+        if self._valid is None or self.robust is None:
+            return None
+        w = self.varqc_weights if self.varqc_weights is not None else torch.ones(0)
+        return varqc_flags(w, self._valid, threshold)
 
     def diagnostics(self) -> dict[str, float]:
         """Initial/final cost, final gradient norm and iteration counts of the last analysis."""
