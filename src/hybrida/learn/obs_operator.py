@@ -94,6 +94,7 @@ def fit_obs_operator(
     batch_size: int = 128,
     lr: float = 3e-3,
     patience: int = 20,
+    min_delta: float = 1e-4,
     time_limit_s: float | None = None,
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
@@ -105,7 +106,9 @@ def fit_obs_operator(
     :class:`~hybrida.observations.learned.LocalChannelNet` (``half_window``,
     ``hidden``, ``depth``) at ``locations``. Normalisation: pooled mean/std
     of the training states, per-channel mean/std of the training
-    observations. ``seed`` fixes the initialisation and the batch order.
+    observations. An epoch improves when the validation loss drops by a
+    relative ``min_delta``; ``patience`` epochs without one stop training.
+    ``seed`` fixes the initialisation and the batch order.
     Weights train in ``dtype`` (float32 default) and serve float64 states
     through a differentiable cast. Progress goes to ``logging`` (INFO). The
     operator comes back in eval mode with its weights frozen (``requires_grad``
@@ -165,7 +168,7 @@ def fit_obs_operator(
         if not math.isfinite(valid):
             res.stopped = "nonfinite"
             break
-        if valid < res.best_loss:
+        if valid < res.best_loss * (1.0 - min_delta):
             res.best_loss, res.best_epoch, since = valid, epoch, 0
             best = copy.deepcopy(op.net.state_dict())
         else:

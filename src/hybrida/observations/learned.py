@@ -162,8 +162,7 @@ class LearnedOperator(nn.Module):
                 f"learned operator was trained for {self.p} channels, the {what} has {loc.numel()}"
             )
         ref = self.locations.cpu()
-        period = self.n if n is None else int(n)
-        d = periodic_distance(loc, ref, period).diagonal() if period else (loc - ref).abs()
+        d = periodic_distance(loc, ref, self.n).diagonal()
         if not bool((d <= 1e-6).all()):
             i = int(torch.argmax(d))
             raise ValueError(
