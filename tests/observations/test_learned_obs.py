@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 import torch
 
@@ -30,11 +32,23 @@ def _system(n: int = N, p: int = P) -> RadianceObs:
     return RadianceObs(n, p, 1.0, "tanh", scale=10.0, std=STD, every=2)
 
 
+@contextmanager
+def _one_thread():
+    # module fixtures run before conftest's per-test single-thread fixture
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="module")
 def twin():
     model = Lorenz96(N)
-    x0 = model.forecast(model.initial_state(), 200)
-    return model, make_twin(model, _system(), x0, 1500, torch.Generator().manual_seed(0))
+    with _one_thread():
+        x0 = model.forecast(model.initial_state(), 200)
+        return model, make_twin(model, _system(), x0, 1500, torch.Generator().manual_seed(0))
 
 
 def _fit(twin, **kw):
@@ -47,7 +61,8 @@ def _fit(twin, **kw):
 
 @pytest.fixture(scope="module")
 def trained(twin):
-    return _fit(twin)[0]
+    with _one_thread():
+        return _fit(twin)[0]
 
 
 def _heldout_rmse(op: LearnedOperator, twin) -> float:
