@@ -46,6 +46,12 @@ OBSERVATIONS: dict[str, str] = {
 }
 
 
+QC: dict[str, str] = {
+    # |O - B| > k sqrt(HBH^T + R) rejected
+    "background": "hybrida.observations.qc:BackgroundCheck",
+}
+
+
 def resolve(table: dict[str, str], name: str, what: str) -> Any:
     """Import the class registered under ``name``, or a ``'package.module:Class'`` plugin path.
 

@@ -145,3 +145,30 @@ def test_cli_assimilates_a_twin_file(tmp_path):
     twin_ds = read_dataset(tmp_path / "t" / "results.nc")
     file_ds = read_dataset(tmp_path / "a" / "analyses.nc")
     assert (twin_ds["posterior_mean"].values == file_ds["posterior_mean"].values).all()
+
+
+@pytest.mark.parametrize("method", [{"name": "etkf", "params": {"N": 28, "infl": 1.02}}, {"name": "3dvar", "params": {"xB": 0.02}}],
+                         ids=lambda m: m["name"])
+def test_config_qc_rejects_gross_errors_and_writes_its_flags(tmp_path, method):
+    """±10σ errors injected into 5% of a twin's file: the qc section's background check flags them (2)."""
+    extra = {"climatology": {"steps": 2000, "spinup": 200, "thin": 1}} if method["name"] == "3dvar" else {}
+    config = _config(100, method=method, **extra)
+    twin, path = _twin(tmp_path, config)
+    ds = xr.open_dataset(path, engine="h5netcdf").load()
+    g = torch.Generator().manual_seed(5)
+    gross = (torch.rand(ds.sizes["nlocs"], generator=g) < 0.05).numpy()
+    sign = torch.where(torch.rand(ds.sizes["nlocs"], generator=g) < 0.5, -1.0, 1.0).numpy()
+    ds["obs_value"].values[gross] += 10.0 * sign[gross]
+    bad = tmp_path / "gross.nc"
+    ds.to_netcdf(bad, engine="h5netcdf")
+    checked = validate_config({**config.model_dump(), "qc": {"name": "background", "params": {"k": 4.0}}})
+    with_qc = assimilate_file(checked, bad, tmp_path / "qc", progress=False)
+    without = assimilate_file(config, bad, None, progress=False)
+    flags = xr.open_dataset(tmp_path / "qc" / "observations.nc", engine="h5netcdf")["qc_flag"].values
+    hits = (flags[gross] == 2).mean()
+    false_alarms = (flags[~gross] == 2).mean()
+    assert hits > 0.95 and false_alarms < 0.01, (hits, false_alarms)
+    # scored against the twin's truth: the check restores the clean analyses' quality
+    truth = twin.dataset()["truth"].values
+    err = lambda r: float(((_analyses(r).numpy() - truth) ** 2).mean() ** 0.5)  # noqa: E731
+    assert err(with_qc) < 1.1 * err(twin) and err(without) > 1.5 * err(twin)

@@ -35,6 +35,7 @@ class Experiment:
     generators: dict[str, torch.Generator]
     seeds: dict[str, int]
     climatology: tuple[Tensor, Tensor] | None = None
+    qc: Any = None
 
     @property
     def total_time(self) -> float:
@@ -158,6 +159,14 @@ def build_method(
     return instantiate(cls, params, "method.params"), clim
 
 
+def build_qc(config: ExperimentConfig) -> Any:
+    """The quality-control check of ``config`` (None without a ``qc`` section)."""
+    if config.qc is None:
+        return None
+    cls = resolve(registry.QC, config.qc.name, "qc")
+    return instantiate(cls, dict(config.qc.params), "qc.params")
+
+
 def build(config: ExperimentConfig, observations: list[Observation] | None = None) -> Experiment:
     """Model, network, method, nature run + observations, and initial state of ``config``.
 
@@ -176,6 +185,7 @@ def build(config: ExperimentConfig, observations: list[Observation] | None = Non
     truth_model = build_truth_model(config, model)
     check_against_model(config, model)
     obs_system = build_observations(config, model, dtype)
+    qc = build_qc(config)  # before the nature run: a bad qc section fails at once
     seeds = derive_seeds(config.seed)
     gens = {
         name: torch.Generator().manual_seed(s)
@@ -195,6 +205,8 @@ def build(config: ExperimentConfig, observations: list[Observation] | None = Non
     # before the climatology run and the truth: refuse a run that cannot fit in memory
     check_run_memory(config, model.n, truth_model.n, observation_bytes(obs_system, x_ref))
     method, clim = build_method(config, model, x_ref)
+    if qc is not None and getattr(qc, "B", False) is None:
+        qc.B = getattr(method, "B", None)  # a single-state method's static B gives the check its HBH^T
     if observations is None:
         n_state = model.n if truth_model.n > model.n else None
         twin = make_twin(truth_model, obs_system, x0, config.cycles, gens["truth"], n_state=n_state)
@@ -212,4 +224,5 @@ def build(config: ExperimentConfig, observations: list[Observation] | None = Non
         generators=gens,
         seeds=seeds,
         climatology=clim,
+        qc=qc,
     )

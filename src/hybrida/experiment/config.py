@@ -100,6 +100,18 @@ class ObservationConfig(_Strict):
         return v
 
 
+class QCConfig(_Strict):
+    """Quality control run on each cycle's observations before the analysis."""
+
+    name: str = Field("background", description="registered quality-control check (or 'module:Class')")
+    params: dict[str, Any] = Field(default_factory=dict, description="constructor keyword arguments")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        return _check_name(v, registry.QC, "quality-control check", "qc.name")
+
+
 class MethodConfig(_Strict):
     """Which assimilation method analyses the observations."""
 
@@ -174,6 +186,9 @@ class ExperimentConfig(_Strict):
     initial: InitialConfig = Field(default_factory=InitialConfig, description="initial conditions")
     climatology: ClimatologyConfig = Field(
         default_factory=ClimatologyConfig, description="climatology run"
+    )
+    qc: QCConfig | None = Field(
+        None, description="quality control of the observations before each analysis (none by default)"
     )
     dtype: Literal["float64", "float32"] = Field("float64", description="tensor dtype")
     store_members: bool = Field(False, description="write the analysis members to results.nc")

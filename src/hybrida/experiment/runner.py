@@ -200,7 +200,8 @@ def run_experiment(
     ``observations`` (cycles 1..K, e.g. from :func:`hybrida.io.obsfile.load_observations`)
     replace the twin's nature run: no truth, scores from the observations;
     ``digest`` then identifies them in checkpoints (with the config's digest).
-    ``qc`` screens each cycle's observations before the analysis.
+    ``qc`` screens each cycle's observations before the analysis (default:
+    the config's ``qc`` section, if any).
     ``write_observations_file`` writes the twin's observations to
     ``out_dir/observations.nc`` (:func:`hybrida.io.obsfile.write_observations`,
     model times), the input ``hybrida assimilate`` reads.
@@ -312,7 +313,7 @@ def _run(
             start_cycle=start,
             generator=gen,
             keep_members=config.store_members,
-            qc=qc,
+            qc=qc if qc is not None else exp.qc,
         )
         while True:
             try:
