@@ -146,3 +146,34 @@ def test_detection_rates_counts_rejections_against_the_true_mask():
     hit, far = detection_rates(flags, gross)
     assert hit == pytest.approx(0.5)  # of 2 available gross, 1 rejected (the missing one is left out)
     assert far == pytest.approx(0.5)  # of 2 clean, 1 rejected
+
+
+def test_etkf_cycle_with_the_background_check_stays_near_the_clean_run():
+    """Through run_cycle's ``qc``: no QC is >= 2x worse than clean obs, the background check within 20%."""
+    from dataclasses import replace
+
+    from hybrida.assimilation.ensemble.etkf import ETKF
+    from hybrida.cycle import run_cycle
+    from hybrida.experiment.twin import make_twin
+    from hybrida.models.lorenz96 import Lorenz96
+
+    model = Lorenz96(N)
+    g = torch.Generator().manual_seed(0)
+    x0 = model.forecast(model.initial_state() + torch.randn(N, generator=g, dtype=torch.float64), 300)
+    twin = make_twin(model, GrossErrorObs(IdentityObs(N, std=1.0), prob=0.1, k=10.0), x0, 150, g)
+    clean = replace(twin, observations=[replace(o, y=o.y - o.meta["gross_error"]) for o in twin.observations])
+
+    def rmse(t, qc=None):
+        etkf = ETKF(N=20, infl=1.04)
+        state = etkf.initial_state(x0, 1.0, torch.Generator().manual_seed(1))
+        recs = [r for r, _ in run_cycle(model, etkf, state, t.truth, t.observations, 1, qc=qc,
+                                        generator=torch.Generator().manual_seed(2), innovations=False,
+                                        probabilistic_scores=False)]
+        return sum(r.rmse_a for r in recs[50:]) / len(recs[50:]), recs
+
+    base, _ = rmse(clean)
+    raw, _ = rmse(twin)
+    checked, recs = rmse(twin, BackgroundCheck(5.0))
+    assert raw > 2.0 * base and checked < 1.2 * base, (base, raw, checked)
+    hit, far = detection_rates([r.qc_flags for r in recs], [o.meta["gross"] for o in twin.observations])
+    assert hit > 0.99 and far < 0.002

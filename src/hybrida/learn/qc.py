@@ -90,7 +90,7 @@ def fit_gross_error_detector(
         raise ValueError(f"fit_gross_error_detector: target_far must lie in (0, 1), got {target_far}")
     dtype = next(detector.parameters()).dtype
     X, y = features.to(dtype), labels.to(dtype)
-    cut = int(round((1.0 - valid_fraction) * X.shape[0]))
+    cut = round((1.0 - valid_fraction) * X.shape[0])
     Xt, yt, Xv, yv = X[:cut], y[:cut], X[cut:], y[cut:]
     if Xt.shape[0] == 0 or Xv.shape[0] == 0 or not bool((yv == 0).any()):
         raise ValueError("fit_gross_error_detector: too few examples for a training/validation split")

@@ -245,7 +245,8 @@ class GrossErrorObs(ObservationSystem):
 
     The sign is ± with equal odds; both draws use the generator of
     :meth:`observe` (after the inner system's own draws). The true gross-error
-    mask ``(p,)`` is recorded in ``meta["gross"]`` for hit and false-alarm rates.
+    mask ``(p,)`` is recorded in ``meta["gross"]`` for hit and false-alarm rates,
+    the added errors in ``meta["gross_error"]`` (y - gross_error is the clean value).
     """
 
     def __init__(self, inner: ObservationSystem, prob: float = 0.1, k: float = 10.0):
@@ -264,8 +265,9 @@ class GrossErrorObs(ObservationSystem):
         sign = torch.rand(p, generator=generator, dtype=torch.float64) < 0.5
         gross = u < self.prob
         shift = torch.where(sign, 1.0, -1.0) * self.k * o.error.std.cpu().double()
-        o.y = o.y + torch.where(gross, shift, 0.0).to(o.y)
-        o.meta = {**o.meta, "gross": gross.to(o.y.device)}
+        added = torch.where(gross, shift, 0.0).to(o.y)
+        o.y = o.y + added
+        o.meta = {**o.meta, "gross": gross.to(o.y.device), "gross_error": added}
         return o
 
 

@@ -77,7 +77,7 @@ def test_huber_with_a_huge_threshold_equals_plain_3dvar():
     plain = ThreeDVar(clim, xB=1.0).analyse(xb, _obs(y))
     robust = ThreeDVar(clim, xB=1.0, robust=Huber(1e6))
     xa = robust.analyse(xb, _obs(y))
-    assert torch.allclose(xa, plain, rtol=0, atol=1e-12)
+    assert torch.allclose(xa, plain, rtol=0, atol=1e-10)  # to rounding: the GN loop may take a last tiny step
     assert torch.equal(robust.analysis_flags(), torch.zeros(N, dtype=torch.int8))
 
 

@@ -47,7 +47,10 @@ class ThreeDVar(AssimilationMethod):
     e.g. ``Huber(2.0)`` or ``GaussianFlat(0.05, 15)``) replaces 1/2|r|^2 by
     sum_i phi(r_i) through the residual transform rho(r) (1/2 rho^2 = phi);
     the residual is then nonlinear in v, so the Gauss–Newton loop relinearises
-    (up to ``max_outer`` times) even for a linear H. The final VarQC weights
+    (up to ``max_outer`` times) even for a linear H. It starts from the
+    quadratic analysis, as VarQC is switched on only after the first
+    iterations at ECMWF (Andersson & Järvinen 1999): a non-convex norm then
+    picks the basin of the data-consistent solution, not of the background. The final VarQC weights
     are in :attr:`varqc_weights`, the flags (4 where weight < 0.5) from
     :meth:`analysis_flags`. With ``robust=None`` (default) nothing changes.
     """
@@ -112,9 +115,12 @@ class ThreeDVar(AssimilationMethod):
             jac = -err.whiten((obs.matrix.to(xb) @ S).mT).mT
             if rob is not None:  # robust: diag(rho'(r)) times that constant Jacobian, per outer loop
                 linearizer, jac = _robust_linearizer(whitened, rob, jac), None
+        v0 = torch.zeros_like(xb)
+        if rob is not None:  # VarQC starts from the quadratic analysis (Andersson & Järvinen 1999)
+            v0 = self._quadratic(whitened, obs, err, S, xb)
         res = gauss_newton(
             residual,
-            torch.zeros_like(xb),
+            v0,
             max_outer=1 if jac is not None else self.max_outer,
             max_inner=self.max_iter,
             tol=self.tol,
@@ -136,6 +142,13 @@ class ThreeDVar(AssimilationMethod):
                 self.varqc_weights = rob.weight(whitened(res.v))
             self._diag["varqc_rejected"] = float((self.varqc_weights < 0.5).sum())
         return xb + S @ res.v
+
+    def _quadratic(self, whitened, obs: Observation, err, S: Tensor, xb: Tensor) -> Tensor:
+        """Minimiser v of the quadratic (non-robust) cost: the first guess of the VarQC minimisation."""
+        jac = None if obs.matrix is None else -err.whiten((obs.matrix.to(xb) @ S).mT).mT
+        res = gauss_newton(whitened, torch.zeros_like(xb), max_outer=1 if jac is not None else self.max_outer,
+                           max_inner=self.max_iter, tol=self.tol, jacobian=jac)
+        return res.v
 
     def analysis_flags(self, threshold: float = 0.5) -> Tensor | None:
         """int8 flags of the last analysis' observations: 0 good, 1 missing, 4 VarQC weight < ``threshold``.
