@@ -154,3 +154,20 @@ def test_bias_corrected_rejects_online_learning_of_a_linear_model():
 def test_predictors_validate(kwargs, match):
     with pytest.raises(ValueError, match=match):
         BiasPredictors(**kwargs)
+
+
+def test_online_learning_masks_missing_values():
+    from hybrida.assimilation.ensemble.etkf import ETKF
+
+    x = _states(5, 1)[0]
+    obs = BiasedObs(IdentityObs(N, std=1.0), _bias()).observe(x, 1, torch.Generator().manual_seed(0))
+    obs.y[[1, 7]] = float("nan")
+    net = NeuralBias(_predictors(), width=8, depth=1, seed=0)
+    before = [p.detach().clone() for p in net.parameters()]
+    method = BiasCorrected(ETKF(N=10), net, online_steps=2, lr=1e-2)
+    prior = method.initial_state(x, 1.0, torch.Generator().manual_seed(1))
+    post = method.analyse(prior, obs, 0.0, torch.Generator().manual_seed(2))
+    assert bool(torch.isfinite(post).all())
+    assert all(bool(torch.isfinite(p).all()) for p in net.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
+    assert torch.isfinite(torch.tensor(method.diagnostics()["bias_loss"]))

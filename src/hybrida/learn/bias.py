@@ -126,7 +126,9 @@ class BiasCorrected(AssimilationMethod):
     the last ``buffer`` cycles and takes ``online_steps`` Adam steps (rate
     ``lr``) on the mean squared departure residual over the buffer, then
     corrects: the bias model keeps learning within the cycle. Unbiased
-    (anchor) observations keep the system from drifting with it.
+    (anchor) observations keep the system from drifting with it. The buffer
+    assumes a fixed network (same observations each cycle; missing values are
+    masked); a cycle with a different number of observations is not learned from.
     """
 
     def __init__(
@@ -171,7 +173,8 @@ class BiasCorrected(AssimilationMethod):
     ) -> State:
         """Correct the observations with the bias model at the prior mean, then the method's analysis."""
         xb = state_mean(prior).detach()
-        if self._opt is not None and bool(torch.isfinite(obs.y).all()):
+        same_network = not self._buffer or self._buffer[0][0].shape[-1] == obs.p
+        if self._opt is not None and same_network:  # missing values are masked in the loss
             self._learn(obs, xb)
         corrected = self.bias_model.correct(obs, xb)
         post = self.method.analyse(prior, corrected, t, generator)
