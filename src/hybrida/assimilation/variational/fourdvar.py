@@ -178,6 +178,8 @@ class FourDVar(WindowMethod):
     replaces each 1/2 r_i^2 by phi(r_i); the final VarQC weights of the
     window's valid observations (in window order) are in :attr:`varqc_weights`
     and the number with weight < 0.5 in the diagnostics (``varqc_rejected``).
+    The robust minimisation starts from the background (no quadratic warm
+    start as in :class:`ThreeDVar`: it would double the window's cost).
     """
 
     kind = "deterministic"
