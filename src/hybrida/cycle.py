@@ -13,6 +13,7 @@ from torch import Tensor
 from hybrida import metrics
 from hybrida.assimilation.base import (
     AssimilationMethod,
+    GaussianState,
     State,
     state_mean,
     state_members,
@@ -76,15 +77,17 @@ def _spread(state: State, n: int) -> Tensor:
 
 
 def _crps(state: State, truth: Tensor) -> float:
+    n = truth.shape[-1]  # an augmented state [x, theta] is scored on x
     members = state_members(state)
     if members is not None:
-        return float(metrics.crps_ensemble(members[..., : truth.shape[-1]], truth))
+        return float(metrics.crps_ensemble(members[..., :n], truth))
+    mean = state_mean(state)[..., :n]
     std = state_spread(state)
     if float(std) == 0.0:
-        return float((state_mean(state) - truth).abs().mean())
-    if hasattr(state, "cov"):
-        std = torch.diagonal(state.cov).clamp_min(0).sqrt()
-    return float(metrics.crps_gaussian(state_mean(state), std, truth))
+        return float((mean - truth).abs().mean())
+    if isinstance(state, GaussianState):
+        std = torch.diagonal(state.cov)[:n].clamp_min(0).sqrt()
+    return float(metrics.crps_gaussian(mean, std, truth))
 
 
 def _missing_flags(obs: Observation) -> Tensor:
