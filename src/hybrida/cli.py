@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hybrida.cli_assimilate import assimilate, assimilate_config
+from hybrida.cli_data import data_app, run_enso_preset
 from hybrida.cli_errors import OneLineErrors, check_out, err_console, fail, whole_number
 from hybrida.experiment.config import (
     ConfigError,
@@ -49,6 +50,7 @@ learn_app = typer.Typer(
     help="Learned components: train and evaluate surrogate models (the DA-ML loop).",
 )
 app.add_typer(learn_app, name="learn")
+app.add_typer(data_app, name="data")
 app.command(name="assimilate")(assimilate)
 
 
@@ -172,6 +174,9 @@ def run(
                 "--set training.train_cycles=N / --set evaluation.test_cycles=N"
             )
         _run_surrogate(DEMO_SOURCE, set_, seed, out, no_plots, quiet, prefix="demo")
+        return
+    if source.startswith("enso/"):  # the real-data ENSO pipeline (hybrida.experiment.enso)
+        run_enso_preset(source, set_, seed, out, obs, no_plots, quiet, cycles is not None or resume or write_obs)
         return
     notes = []
     try:

@@ -12,6 +12,7 @@ MODELS: dict[str, str] = {
     "ks": "hybrida.models.ks:KuramotoSivashinsky",
     "lorenz96_cubic": "hybrida.models.lorenz96_variants:Lorenz96Cubic",
     "local_level": "hybrida.models.local_level:LocalLevel",
+    "recharge": "hybrida.models.recharge:RechargeOscillator",
     # a trained surrogate saved by hybrida.learn.save_surrogate: params {path: FILE}
     "surrogate": "hybrida.learn.persist:load_surrogate",
 }

@@ -207,3 +207,19 @@ def tuned_params(preset: str, method: str) -> dict[str, Any] | None:
 def list_presets() -> list[tuple[str, str]]:
     """``(name, one-line description)`` of every preset."""
     return [(name, DESCRIPTIONS.get(name, "")) for name in PRESETS]
+
+
+#: real-data pipelines run by ``hybrida run NAME`` (:mod:`hybrida.experiment.enso`); the values are
+#: :class:`~hybrida.experiment.enso.EnsoConfig` fields (``--set key=value`` overrides them), not twin configs
+ENSO_PRESETS: dict[str, dict[str, Any]] = {
+    # Jin (1997) recharge oscillator + augmented ETKF on observed Nino-3 (issue 18)
+    "enso/recharge": {"name": "enso/recharge", "obs_file": "data/enso.nc", "learned": False},
+    # the same, then a seasonal tendency correction trained on the 1950-1990 analyses and cycled
+    "enso/recharge-learned": {"name": "enso/recharge-learned", "obs_file": "data/enso.nc", "learned": True},
+}
+ENSO_DESCRIPTIONS: dict[str, str] = {
+    "enso/recharge": "observed Nino-3 SST (run `hybrida data enso` first): recharge oscillator, augmented "
+    "ETKF estimating its parameters, Desroziers-tuned R, forecasts vs persistence",
+    "enso/recharge-learned": "enso/recharge plus a learned seasonal correction of the tendency (trained on "
+    "1950-1990 analyses), both scored",
+}
