@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -22,15 +21,10 @@ from hybrida.assimilation.base import (
 from hybrida.innovations import CycleInnovations, cycle_innovations
 from hybrida.models.base import Model
 from hybrida.observations.base import Observation
+from hybrida.observations.qc import QC_GOOD, QC_MISSING, QualityControl
 
-#: quality-control flag of a used observation and of a missing (NaN) value
-QC_GOOD, QC_MISSING = 0, 1
-
-
-class Screen(Protocol):
-    """Quality control (:mod:`hybrida.observations.qc`): rejected values become NaN, with int8 flags."""
-
-    def screen(self, obs: Observation, prior: State) -> tuple[Observation, Tensor]: ...
+#: a quality-control check (:mod:`hybrida.observations.qc`): rejected values become NaN, with int8 flags
+Screen = QualityControl
 
 
 class FilterDiverged(RuntimeError):
@@ -138,6 +132,9 @@ def run_cycle(
         received = observations[k - 1]
         obs, flags = qc.screen(received, prior) if qc is not None else (received, _missing_flags(received))
         posterior = method.analyse(prior, obs, t, generator)
+        varqc = getattr(method, "analysis_flags", None)  # variational QC: weight < 0.5 is flag 4
+        if callable(varqc) and (more := varqc()) is not None:
+            flags = torch.maximum(flags, more.to(flags))
         mean_a = state_mean(posterior)
         if not bool(torch.isfinite(mean_a).all()):
             raise FilterDiverged(k, f"{type(method).__name__}: analysis became non-finite at cycle {k}")

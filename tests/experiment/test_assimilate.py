@@ -172,3 +172,21 @@ def test_config_qc_rejects_gross_errors_and_writes_its_flags(tmp_path, method):
     truth = twin.dataset()["truth"].values
     err = lambda r: float(((_analyses(r).numpy() - truth) ** 2).mean() ** 0.5)  # noqa: E731
     assert err(with_qc) < 1.1 * err(twin) and err(without) > 1.5 * err(twin)
+
+
+def test_variational_qc_flags_reach_the_output_file(tmp_path):
+    """3D-Var with the Gaussian-plus-flat norm from a config: gross errors get weight < 0.5, flag 4."""
+    method = {"name": "3dvar", "params": {"xB": 0.02, "robust": {"name": "gaussian_flat", "A": 0.05, "d": 15}}}
+    config = _config(60, method=method, climatology={"steps": 2000, "spinup": 200, "thin": 1})
+    _, path = _twin(tmp_path, config)
+    ds = xr.open_dataset(path, engine="h5netcdf").load()
+    rows = torch.arange(7, ds.sizes["nlocs"], 97).numpy()
+    ds["obs_value"].values[rows] += 10.0
+    bad = tmp_path / "gross.nc"
+    ds.to_netcdf(bad, engine="h5netcdf")
+    assimilate_file(config, bad, tmp_path / "out", progress=False)
+    flags = xr.open_dataset(tmp_path / "out" / "observations.nc", engine="h5netcdf")["qc_flag"].values
+    assert (flags[rows] == 4).mean() > 0.9
+    others = torch.ones(flags.size, dtype=torch.bool).numpy()
+    others[rows] = False
+    assert (flags[others] == 4).mean() < 0.01

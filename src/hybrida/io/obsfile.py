@@ -32,11 +32,13 @@ import xarray as xr
 from hybrida.io.atomic import atomic_write
 from hybrida.observations.base import Observation
 from hybrida.observations.errors import DiagonalError
+from hybrida.observations.qc import QC_BACKGROUND, QC_GOOD, QC_LEARNED, QC_MISSING, QC_VARQC
 
 __all__ = ["ObsFileError", "cycle_steps", "load_observations", "read_observations", "write_observations"]
 
-QC_GOOD = 0
-QC_MISSING = 1
+#: qc_flag values and their meanings (the flags of :mod:`hybrida.observations.qc`)
+QC_FLAGS = np.array([QC_GOOD, QC_MISSING, QC_BACKGROUND, QC_LEARNED, QC_VARQC], np.int8)
+QC_MEANINGS = "good missing rejected_background_check rejected_learned_detector rejected_variational_qc"
 
 
 class ObsFileError(ValueError):
@@ -122,8 +124,8 @@ def write_observations(
             "time": (dim, cat(tt, np.float64), {"long_name": "observation time",
                                                  "units": "cycle" if times is None else "model time units"}),
             "cycle": (dim, cat(cycles, np.int64), {"long_name": "analysis cycle"}),
-            "qc_flag": (dim, qc, {"long_name": "quality-control flag", "flag_values": np.array([0, 1], np.int8),
-                                  "flag_meanings": "good missing"}),
+            "qc_flag": (dim, qc, {"long_name": "quality-control flag", "flag_values": QC_FLAGS,
+                                  "flag_meanings": QC_MEANINGS}),
             **{
                 PREDICTOR_PREFIX + name: (dim, cat(parts, np.float64), {"long_name": f"bias predictor {name}"})
                 for name, parts in predictors.items()

@@ -25,7 +25,7 @@ from hybrida.assimilation.base import State
 from hybrida.assimilation.variational.climatology import check_climatology, check_positive, psd_sqrt
 from hybrida.assimilation.variational.dfs import dfs_by_group, dfs_from_jacobian, dfs_randomized
 from hybrida.assimilation.variational.minimize import gauss_newton, linearize
-from hybrida.assimilation.variational.robust import RobustNorm
+from hybrida.assimilation.variational.robust import RobustNorm, as_robust_norm
 from hybrida.assimilation.window import Window, WindowMethod
 from hybrida.observations.base import Observation
 
@@ -199,10 +199,10 @@ class FourDVar(WindowMethod):
         linearization: str = "auto",
         dfs_probes: int = 0,
         B: str = "climatology",
-        robust: RobustNorm | None = None,
+        robust: RobustNorm | dict | None = None,
     ):
         super().__init__(lag=lag, shift=shift)
-        self.robust = robust
+        self.robust = as_robust_norm(robust, "FourDVar: robust")
         #: VarQC weights of the last window's valid observations (robust only)
         self.varqc_weights: Tensor | None = None
         if B not in B_SHAPES:

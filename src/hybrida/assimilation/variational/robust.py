@@ -30,7 +30,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
-__all__ = ["GaussianFlat", "Huber", "RobustNorm", "varqc_flags"]
+__all__ = ["GaussianFlat", "Huber", "RobustNorm", "as_robust_norm", "varqc_flags"]
 
 
 class RobustNorm(ABC):
@@ -109,6 +109,26 @@ class GaussianFlat(RobustNorm):
     def weight(self, r: Tensor) -> Tensor:
         e = -0.5 * r * r
         return torch.exp(e - torch.logaddexp(torch.full_like(r, math.log(self.gamma)), e))
+
+
+#: names a config uses for the norms: ``robust: {name: huber, c: 1.5}``
+NORMS: dict[str, type[RobustNorm]] = {"huber": Huber, "gaussian_flat": GaussianFlat}
+
+
+def as_robust_norm(spec: RobustNorm | dict | None, who: str = "robust") -> RobustNorm | None:
+    """A norm from itself, None, or a config mapping ``{"name": "huber" | "gaussian_flat", **params}``."""
+    if spec is None or isinstance(spec, RobustNorm):
+        return spec
+    if not isinstance(spec, dict) or spec.get("name") not in NORMS:
+        raise ValueError(
+            f"{who}: give a RobustNorm or a mapping with name one of {', '.join(NORMS)} and its "
+            f"parameters (e.g. {{name: huber, c: 1.5}}), got {spec!r}"
+        )
+    params = {k: v for k, v in spec.items() if k != "name"}
+    try:
+        return NORMS[spec["name"]](**params)
+    except TypeError as err:
+        raise ValueError(f"{who}: {err}") from None
 
 
 def varqc_flags(weights: Tensor, valid: Tensor, threshold: float = 0.5) -> Tensor:

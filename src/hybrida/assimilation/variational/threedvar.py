@@ -8,7 +8,7 @@ from torch import Tensor
 from hybrida.assimilation.base import AssimilationMethod, State
 from hybrida.assimilation.variational.climatology import check_climatology, check_positive, psd_sqrt
 from hybrida.assimilation.variational.minimize import Linearization, gauss_newton
-from hybrida.assimilation.variational.robust import RobustNorm, varqc_flags
+from hybrida.assimilation.variational.robust import RobustNorm, as_robust_norm, varqc_flags
 from hybrida.observations.base import Observation
 
 __all__ = ["ThreeDVar"]
@@ -65,7 +65,7 @@ class ThreeDVar(AssimilationMethod):
         max_iter: int = 100,
         tol: float = 1e-10,
         max_outer: int = 10,
-        robust: RobustNorm | None = None,
+        robust: RobustNorm | dict | None = None,
     ):
         self.xB = check_positive("ThreeDVar: xB", xB)
         self.tol = check_positive("ThreeDVar: tol", tol)
@@ -82,7 +82,7 @@ class ThreeDVar(AssimilationMethod):
         #: quadratic-model cost after each CG iteration of the last analysis
         self.inner_cost_history: list[float] = []
         self._diag: dict[str, float] = {}
-        self.robust = robust
+        self.robust = as_robust_norm(robust, "ThreeDVar: robust")
         #: VarQC weights psi(r)/r of the valid observations at the last analysis (robust only)
         self.varqc_weights: Tensor | None = None
         self._valid: Tensor | None = None
