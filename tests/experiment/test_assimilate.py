@@ -170,7 +170,7 @@ def test_config_qc_rejects_gross_errors_and_writes_its_flags(tmp_path, method):
     assert hits > 0.95 and false_alarms < 0.01, (hits, false_alarms)
     # scored against the twin's truth: the check restores the clean analyses' quality
     truth = twin.dataset()["truth"].values
-    err = lambda r: float(((_analyses(r).numpy() - truth) ** 2).mean() ** 0.5)  # noqa: E731
+    err = lambda r: float(((_analyses(r).numpy() - truth) ** 2).mean() ** 0.5)
     assert err(with_qc) < 1.1 * err(twin) and err(without) > 1.5 * err(twin)
 
 
