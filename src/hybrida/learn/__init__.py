@@ -11,6 +11,7 @@ slot they fill: networks in :mod:`hybrida.nn`, surrogate and corrected models in
 
 from __future__ import annotations
 
+from hybrida.learn.bias import BiasCorrected, BiasFit, bias_departures, fit_bias_model
 from hybrida.learn.correction import correction_targets, fit_correction
 from hybrida.learn.diagnostics import (
     L96_LEADING_LYAPUNOV,
@@ -31,10 +32,14 @@ from hybrida.learn.diagnostics import (
     valid_time,
 )
 from hybrida.learn.persist import load_surrogate, save_surrogate
+from hybrida.learn.qc import DetectorFit, fit_gross_error_detector, gross_error_examples
 from hybrida.learn.train import FitResult, TrajectoryDataset, fit, rollout_loss, split_trajectory
 
 __all__ = [
     "L96_LEADING_LYAPUNOV",
+    "BiasCorrected",
+    "BiasFit",
+    "DetectorFit",
     "FitResult",
     "SkillCurve",
     "TLComparison",
@@ -42,12 +47,16 @@ __all__ = [
     "TrajectoryDataset",
     "ValidTime",
     "adjoint_test",
+    "bias_departures",
     "climatological_std",
     "correction_targets",
     "fit",
+    "fit_bias_model",
     "fit_correction",
+    "fit_gross_error_detector",
     "forecast_skill",
     "free_run",
+    "gross_error_examples",
     "leading_lyapunov",
     "load_surrogate",
     "lyapunov_time",

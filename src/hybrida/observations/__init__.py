@@ -1,9 +1,20 @@
-"""Observations: values with their operator H, error model R and locations; networks."""
+"""Observations: values with their operator H, error model R and locations; networks;
+bias correction (:mod:`~hybrida.observations.bias`), quality control (:mod:`~hybrida.observations.qc`)
+and learned operators (:mod:`~hybrida.observations.learned`)."""
 
 from __future__ import annotations
 
 from hybrida.observations.alternating import AlternatingHalvesObs
 from hybrida.observations.base import Observation
+from hybrida.observations.bias import (
+    BiasedObs,
+    BiasModel,
+    BiasPredictors,
+    ChannelBias,
+    LinearBias,
+    NeuralBias,
+    scan_covariate,
+)
 from hybrida.observations.errors import CorrelatedError, DiagonalError, ErrorModel
 from hybrida.observations.networks import (
     EveryKthObs,
@@ -12,18 +23,49 @@ from hybrida.observations.networks import (
     RandomSubsetObs,
     SubsetObs,
 )
+from hybrida.observations.qc import (
+    QC_BACKGROUND,
+    QC_GOOD,
+    QC_LEARNED,
+    QC_MISSING,
+    QC_VARQC,
+    BackgroundCheck,
+    Chain,
+    GrossErrorObs,
+    LearnedGrossErrorDetector,
+    QualityControl,
+    detection_rates,
+)
 from hybrida.observations.system import ObservationSystem
 
 __all__ = [
+    "QC_BACKGROUND",
+    "QC_GOOD",
+    "QC_LEARNED",
+    "QC_MISSING",
+    "QC_VARQC",
     "AlternatingHalvesObs",
+    "BackgroundCheck",
+    "BiasModel",
+    "BiasPredictors",
+    "BiasedObs",
+    "Chain",
+    "ChannelBias",
     "CorrelatedError",
     "DiagonalError",
     "ErrorModel",
     "EveryKthObs",
+    "GrossErrorObs",
     "IdentityObs",
+    "LearnedGrossErrorDetector",
+    "LinearBias",
+    "NeuralBias",
     "Observation",
     "ObservationSystem",
+    "QualityControl",
     "RadianceObs",
     "RandomSubsetObs",
     "SubsetObs",
+    "detection_rates",
+    "scan_covariate",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hybrida.assimilation.ensemble.augmented import AugmentedEnsemble
 from hybrida.assimilation.ensemble.base import EnsembleMethod
+from hybrida.assimilation.ensemble.bias_aug import BiasAugmentedEnsemble, bias_augmented_observation
 from hybrida.assimilation.ensemble.denkf import DEnKF
 from hybrida.assimilation.ensemble.enkf import EnKF
 from hybrida.assimilation.ensemble.enkf_n import EnKFN
@@ -16,10 +17,12 @@ __all__ = [
     "ETKF",
     "LETKF",
     "AugmentedEnsemble",
+    "BiasAugmentedEnsemble",
     "DEnKF",
     "EnKF",
     "EnKFN",
     "EnsembleMethod",
     "IEnKS",
+    "bias_augmented_observation",
     "enks",
 ]
