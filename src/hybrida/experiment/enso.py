@@ -304,7 +304,8 @@ def _run_enso(
         sel = np.flatnonzero(fit)[SPIN_UP:]
         prm = {k: torch.as_tensor(v[sel, :1]) for k, v in run.params.items()}
         result = fit_seasonal_correction(physics, torch.as_tensor(run.mean_a[sel]), torch.as_tensor(run.times[sel]),
-                                         prm, hidden=cfg.hidden, epochs=cfg.epochs, seed=cfg.seed, progress=say)
+                                         prm, hidden=cfg.hidden, epochs=cfg.epochs, rollout=cfg.rollout,
+                                         seed=cfg.seed, progress=say)
         fit_info = {"best_epoch": result.best_epoch, "epochs_run": len(result.train_loss),
                     "valid_loss": min(result.valid_loss), "physics_valid_loss": result.physics_valid_loss,
                     "train_loss": result.train_loss[result.best_epoch],

@@ -50,6 +50,8 @@ class EnsoConfig:
     #: also train the seasonal correction on the fit-period analyses and cycle the hybrid
     learned: bool = False
     hidden: int = 16
+    #: months of the forecast loss of the correction (1: one-month pairs)
+    rollout: int = 1
     epochs: int = 1500
     #: a small, fast setting (tests, smoke runs): 10 members, 1 Desroziers iteration, 200 epochs
     quick: bool = False

@@ -116,6 +116,7 @@ def fit_seasonal_correction(
     weight_decay: float = 1e-4,
     valid_fraction: float = 0.2,
     patience: int = 150,
+    rollout: int = 1,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> CorrectionFit:
@@ -123,7 +124,9 @@ def fit_seasonal_correction(
 
     ``params`` ``{name: (K, 1)}`` are the analysed parameters at each time
     (the physics used for pair k is the oscillator with those values). The
-    last ``valid_fraction`` of the pairs validates; training stops after
+    last ``valid_fraction`` of the pairs validates. With ``rollout`` = r > 1
+    the loss is the mean over j = 1..r of |M_hyb^j(x^a_k) − x^a_{k+j}|² (a
+    multi-month forecast loss; Brajard et al. 2020 train on rollouts too). Training stops after
     ``patience`` epochs without improvement and keeps the best weights. The
     network's initial weights come from ``seed``.
     """
@@ -131,8 +134,10 @@ def fit_seasonal_correction(
         raise ValueError(f"fit_seasonal_correction: analyses must be (K >= 10, {physics.n})")
     x = analyses.to(torch.float64)
     t = times.to(torch.float64)
-    prm = {k: v[:-1].to(torch.float64) for k, v in (params or {}).items()}
-    phys = _with_params(physics, prm)
+    if not 1 <= rollout < analyses.shape[0] // 2:
+        raise ValueError(f"fit_seasonal_correction: rollout must be in [1, K/2), got {rollout}")
+    prm = {k: v.to(torch.float64) for k, v in (params or {}).items()}
+    phys = _with_params(physics, {k: v[:-1] for k, v in prm.items()})
     with torch.no_grad():
         base = rk4_step(phys.tendency, x[:-1], t[:-1].unsqueeze(-1), phys.dt)
     resid = (x[1:] - base)[:, :2]  # the loss and the correction concern T and h
@@ -143,20 +148,23 @@ def fit_seasonal_correction(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
         net = SeasonalCorrectionNet(hidden).to(torch.float64)
-    K = x.shape[0] - 1
-    cut = K - max(1, round(valid_fraction * K))
+    S = x.shape[0] - rollout  # forecast starts
+    cut = S - max(1, round(valid_fraction * S))
 
     def loss_of(sl: slice) -> Tensor:
-        part = LearnedRecharge(_with_params(physics, {k: v[sl] for k, v in prm.items()}), net, in_scale, out_scale)
-        pred = rk4_step(part.tendency, x[:-1][sl], t[:-1][sl].unsqueeze(-1), part.dt)
-        return (((pred - x[1:][sl])[:, :2] / res_std) ** 2).mean()
-
-    def physics_loss(sl: slice) -> float:
-        return float(((resid[sl] / res_std) ** 2).mean())
+        idx = torch.arange(S)[sl]
+        part = LearnedRecharge(_with_params(physics, {k: v[idx] for k, v in prm.items()}), net, in_scale, out_scale)
+        z, total = x[idx], torch.zeros((), dtype=torch.float64)
+        for j in range(rollout):
+            z = rk4_step(part.tendency, z, (t[idx] + j * part.dt).unsqueeze(-1), part.dt)
+            total = total + (((z - x[idx + j + 1])[:, :2] / res_std) ** 2).mean()
+        return total / rollout
 
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
-    result = CorrectionFit(LearnedRecharge(physics, net, in_scale, out_scale), physics_train_loss=physics_loss(slice(0, cut)),
-                           physics_valid_loss=physics_loss(slice(cut, K)))
+    with torch.no_grad():  # the untrained head is zero: these are the physics' own losses
+        result = CorrectionFit(LearnedRecharge(physics, net, in_scale, out_scale),
+                               physics_train_loss=float(loss_of(slice(0, cut))),
+                               physics_valid_loss=float(loss_of(slice(cut, S))))
     best, best_state, since = math.inf, copy.deepcopy(net.state_dict()), 0
     for epoch in range(epochs):
         opt.zero_grad()
@@ -164,7 +172,7 @@ def fit_seasonal_correction(
         loss.backward()
         opt.step()
         with torch.no_grad():
-            v = float(loss_of(slice(cut, K)))
+            v = float(loss_of(slice(cut, S)))
         result.train_loss.append(float(loss.detach()))
         result.valid_loss.append(v)
         if v < best - 1e-6:
