@@ -31,6 +31,7 @@ from hybrida.learn.diagnostics import (
     tl_comparison,
     valid_time,
 )
+from hybrida.learn.obs_operator import ObsFitResult, collocated_pairs, fit_obs_operator
 from hybrida.learn.persist import load_surrogate, save_surrogate
 from hybrida.learn.qc import DetectorFit, fit_gross_error_detector, gross_error_examples
 from hybrida.learn.train import FitResult, TrajectoryDataset, fit, rollout_loss, split_trajectory
@@ -41,6 +42,7 @@ __all__ = [
     "BiasFit",
     "DetectorFit",
     "FitResult",
+    "ObsFitResult",
     "SkillCurve",
     "TLComparison",
     "TaylorResult",
@@ -49,11 +51,13 @@ __all__ = [
     "adjoint_test",
     "bias_departures",
     "climatological_std",
+    "collocated_pairs",
     "correction_targets",
     "fit",
     "fit_bias_model",
     "fit_correction",
     "fit_gross_error_detector",
+    "fit_obs_operator",
     "forecast_skill",
     "free_run",
     "gross_error_examples",

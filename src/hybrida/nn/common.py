@@ -67,5 +67,5 @@ def apply_cast(net: nn.Module, z: Tensor) -> Tensor:
     if p is None or (p.dtype == z.dtype and p.device == z.device):
         return net(z)
     tensors = {k: v.to(z) for k, v in net.named_parameters()}
-    tensors.update({k: v.to(z) for k, v in net.named_buffers()})
+    tensors.update({k: v.to(z) if v.is_floating_point() else v.to(z.device) for k, v in net.named_buffers()})
     return torch.func.functional_call(net, tensors, (z,))

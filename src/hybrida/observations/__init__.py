@@ -16,6 +16,14 @@ from hybrida.observations.bias import (
     scan_covariate,
 )
 from hybrida.observations.errors import CorrelatedError, DiagonalError, ErrorModel
+from hybrida.observations.learned import (
+    LearnedObs,
+    LearnedOperator,
+    LocalChannelNet,
+    load_learned_operator,
+    save_learned_operator,
+    with_learned_operator,
+)
 from hybrida.observations.networks import (
     EveryKthObs,
     IdentityObs,
@@ -58,7 +66,10 @@ __all__ = [
     "GrossErrorObs",
     "IdentityObs",
     "LearnedGrossErrorDetector",
+    "LearnedObs",
+    "LearnedOperator",
     "LinearBias",
+    "LocalChannelNet",
     "NeuralBias",
     "Observation",
     "ObservationSystem",
@@ -67,5 +78,8 @@ __all__ = [
     "RandomSubsetObs",
     "SubsetObs",
     "detection_rates",
+    "load_learned_operator",
+    "save_learned_operator",
     "scan_covariate",
+    "with_learned_operator",
 ]
