@@ -246,7 +246,9 @@ def presets() -> None:
     table = Table(show_header=True, header_style="bold")
     table.add_column("preset")
     table.add_column("description")
-    for name, desc in list_presets():
+    from hybrida.experiment.presets import ENSO_DESCRIPTIONS
+
+    for name, desc in [*list_presets(), *ENSO_DESCRIPTIONS.items()]:
         table.add_row(name, desc)
     out_console.print(table)
 

@@ -129,3 +129,8 @@ def test_config_overrides():
     cfg = EnsoConfig.from_overrides({"name": "x"}, ["members=12", "fit=[1950, 1960]"])
     assert cfg.members == 12 and cfg.fit == [1950, 1960]
     assert EnsoConfig(quick=True).resolved().members == 10
+    from hybrida.experiment.config import ConfigError
+
+    for bad in ("members=abc", "learned=3", "fit=1950"):
+        with pytest.raises(ConfigError, match=bad.split("=")[0]):
+            EnsoConfig.from_overrides({}, [bad])

@@ -79,6 +79,12 @@ class EnsoConfig:
             cfg = cls(**data)
         except TypeError as err:
             raise ConfigError(f"enso config: {err}") from None
+        defaults = cls()
+        for key in data:
+            want, got = type(getattr(defaults, key)), getattr(cfg, key)
+            ok = isinstance(got, want) or (want is float and isinstance(got, int) and not isinstance(got, bool))
+            if not ok or (want is int and isinstance(got, bool)):
+                raise ConfigError(f"{key}: expected a {want.__name__}, got {got!r}")
         if cfg.members < 3:
             raise ConfigError(f"members: need at least 3, got {cfg.members}")
         return cfg

@@ -70,6 +70,9 @@ class LearnedRecharge(RechargeOscillator):
         self.in_scale = torch.as_tensor(in_scale, dtype=torch.float64)
         self.out_scale = torch.as_tensor(out_scale, dtype=torch.float64)
 
+    def __repr__(self) -> str:
+        return f"LearnedRecharge({super().__repr__()}, net={type(self.net).__name__})"
+
     def correction(self, x: Tensor, t: float | Tensor = 0.0) -> Tensor:
         """s ⊙ g(features(x, t)): the learned part of the tendency."""
         z = season_features(x, t, self.in_scale)
