@@ -12,7 +12,11 @@ from typer.testing import CliRunner
 
 from hybrida.cli import app
 from hybrida.experiment.enso import EnsoConfig
-from hybrida.experiment.enso_learned import fit_seasonal_correction
+from hybrida.experiment.enso_learned import (
+    fit_seasonal_correction,
+    load_correction,
+    save_correction,
+)
 from hybrida.models.recharge import RechargeOscillator
 
 pytest.importorskip("pywt")
@@ -42,7 +46,7 @@ def enso_run(obs_file, tmp_path_factory):
 def test_pipeline_writes_analyses_summary_and_plots(enso_run):
     out, _summary, output = enso_run
     for name in ("analyses.nc", "summary.json", "skill.md", "enso_T.png", "enso_h.png", "enso_params.png",
-                 "enso_skill.png"):
+                 "enso_skill.png", "correction.pt"):
         assert (out / name).is_file(), name
     assert "persistence" in output and "ACC" in output
     with xr.open_dataset(out / "analyses.nc") as ds:
@@ -88,7 +92,7 @@ def _trajectory(model: RechargeOscillator, months: int, noise: float, seed: int)
 
 
 @pytest.mark.parametrize("rollout", [1, 3])
-def test_learned_correction_recovers_a_missing_seasonal_term(rollout):
+def test_learned_correction_recovers_a_missing_seasonal_term(rollout, tmp_path):
     """Truth has a seasonal growth rate the physics lacks: the trained correction must remove most of the error.
 
     Fails with the untrained network (its output is zero, so its loss equals the physics').
@@ -108,6 +112,10 @@ def test_learned_correction_recovers_a_missing_seasonal_term(rollout):
         return float(((pred - x2[1:])[:, 0] ** 2).mean())
 
     assert err_T(fit.model) < 0.5 * err_T(physics)
+    if rollout == 1:  # save/load round trip gives the same hybrid
+        save_correction(fit.model, tmp_path / "c.pt")
+        again = load_correction(tmp_path / "c.pt", physics)
+        torch.testing.assert_close(again.tendency(x2[:5], 3.0), fit.model.tendency(x2[:5], 3.0), rtol=0, atol=0)
 
 
 def test_missing_file_and_bad_options_are_one_line(tmp_path, monkeypatch):

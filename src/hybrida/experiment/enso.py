@@ -313,6 +313,11 @@ def _run_enso(
         say(f"correction trained: valid loss {fit_info['valid_loss']:.4f} vs physics "
             f"{fit_info['physics_valid_loss']:.4f}; cycling the hybrid")
         runs["learned"] = cycle_enso(result.model, tuned, cfg, noise, cfg.seed, cfg.max_lead)
+        if out_dir is not None:
+            from hybrida.experiment.enso_learned import save_correction
+
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            save_correction(result.model, Path(out_dir) / "correction.pt")
     summary = summarise(cfg, runs, extra, sigma_o, noise, history, fit_info)
     summary["wall_s"] = time.perf_counter() - t0
     summary["observations_file"] = str(path)

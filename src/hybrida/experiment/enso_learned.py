@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -27,7 +28,8 @@ from torch import Tensor, nn
 from hybrida.models.integrators import rk4_step
 from hybrida.models.recharge import RechargeOscillator
 
-__all__ = ["LearnedRecharge", "SeasonalCorrectionNet", "fit_seasonal_correction", "season_features"]
+__all__ = ["LearnedRecharge", "SeasonalCorrectionNet", "fit_seasonal_correction", "load_correction", "save_correction",
+           "season_features"]
 
 log = logging.getLogger(__name__)
 
@@ -193,3 +195,22 @@ def fit_seasonal_correction(
     result.model = LearnedRecharge(physics, net, in_scale, out_scale)
     log.info("seasonal correction: valid loss %.4f (physics %.4f)", best, result.physics_valid_loss)
     return result
+
+
+def save_correction(model: LearnedRecharge, path: str | os.PathLike) -> None:
+    """Write the correction's weights and normalisation (not the oscillator's parameters) to ``path``."""
+    net = model.net
+    if not isinstance(net, SeasonalCorrectionNet):
+        raise TypeError(f"save_correction: expected a SeasonalCorrectionNet, got {type(net).__name__}")
+    torch.save({"hidden": net.head.in_features, "state_dict": net.state_dict(),
+                "in_scale": model.in_scale, "out_scale": model.out_scale}, path)
+
+
+def load_correction(path: str | os.PathLike, physics: RechargeOscillator) -> LearnedRecharge:
+    """The hybrid of ``physics`` and the correction saved by :func:`save_correction` (weights frozen)."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    net = SeasonalCorrectionNet(int(blob["hidden"])).to(torch.float64)
+    net.load_state_dict(blob["state_dict"])
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return LearnedRecharge(physics, net, blob["in_scale"], blob["out_scale"])

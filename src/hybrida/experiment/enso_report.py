@@ -162,5 +162,7 @@ def write_outputs(
         from hybrida.experiment.enso_plots import plot_enso
 
         files += plot_enso(ds, summary, out)
+    if (out / "correction.pt").is_file():
+        files.append(out / "correction.pt")
     files.append(write_summary(summary, out / "summary.json"))
     return [Path(f).name for f in files]
