@@ -42,6 +42,7 @@ ENTRIES = [
           "--tune", "7 min"),
     Entry("reproduce", "reproduce/innovation_stats.py", ("--quick", "--output", "-"), "", "about 2 min"),
     Entry("reproduce", "reproduce/nile.py", ("--output", "-"), "", "about 30 s"),
+    Entry("reproduce", "reproduce/enso.py", ("--quick", "--output", "-"), "", "21 s"),
     Entry("scaling", "scaling/letkf_scaling.py", ("--quick", "--skip-huge", "--threads", "1", "--output", "-"),
           "--threads 1,2", "about 5 min (the n = 10^6 rows dominate)"),
     Entry("scaling", "scaling/letkf_interp_accuracy.py",
