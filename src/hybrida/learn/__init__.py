@@ -31,7 +31,7 @@ from hybrida.learn.diagnostics import (
     tl_comparison,
     valid_time,
 )
-from hybrida.learn.obs_operator import ObsFitResult, collocated_pairs, fit_obs_operator
+from hybrida.learn.obs_operator import collocated_pairs, fit_obs_operator
 from hybrida.learn.persist import load_surrogate, save_surrogate
 from hybrida.learn.qc import DetectorFit, fit_gross_error_detector, gross_error_examples
 from hybrida.learn.train import FitResult, TrajectoryDataset, fit, rollout_loss, split_trajectory
@@ -42,7 +42,6 @@ __all__ = [
     "BiasFit",
     "DetectorFit",
     "FitResult",
-    "ObsFitResult",
     "SkillCurve",
     "TLComparison",
     "TaylorResult",

@@ -23,15 +23,15 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
+from hybrida.learn.train import FitResult
 from hybrida.observations.base import Observation
 from hybrida.observations.learned import LearnedOperator, LocalChannelNet
 
-__all__ = ["ObsFitResult", "collocated_pairs", "fit_obs_operator"]
+__all__ = ["collocated_pairs", "fit_obs_operator"]
 
 log = logging.getLogger(__name__)
 
@@ -62,19 +62,6 @@ def collocated_pairs(states: Tensor, observations: Sequence[Observation]) -> tup
     return x.detach(), y.detach(), loc0.clone()
 
 
-@dataclass
-class ObsFitResult:
-    """Loss history per epoch (normalised MSE), the kept epoch and why training stopped."""
-
-    history: dict[str, list[float]] = field(default_factory=dict)
-    best_epoch: int = -1
-    best_loss: float = math.inf
-    epochs_run: int = 0
-    #: "patience", "max_epochs", "time_limit" or "nonfinite"
-    stopped: str = "max_epochs"
-    wall_s: float = 0.0
-
-
 def _masked_mse(op: LearnedOperator, x: Tensor, y: Tensor, m: Tensor) -> Tensor:
     r = (op(x) - y) / op.y_std.to(x)
     return (m * r * r).sum() / m.sum().clamp_min(1.0)
@@ -99,7 +86,7 @@ def fit_obs_operator(
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
     meta: dict | None = None,
-) -> tuple[LearnedOperator, ObsFitResult]:
+) -> tuple[LearnedOperator, FitResult]:
     """Train H_theta on pairs ``states`` (T, n) -> ``observations`` (T, p) (NaN = missing); returns (operator, result).
 
     ``net`` maps a normalised state (..., n) to (..., p); default
@@ -144,7 +131,7 @@ def fit_obs_operator(
     )
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(op.net.parameters(), lr=lr)
-    res = ObsFitResult(history={"train": [], "valid": [], "lr": []})
+    res = FitResult(history={"train": [], "valid": [], "lr": []})
     best = copy.deepcopy(op.net.state_dict())
     since, t0 = 0, time.perf_counter()
     for epoch in range(int(epochs)):
