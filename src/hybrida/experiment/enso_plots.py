@@ -70,10 +70,15 @@ def plot_enso(ds: xr.Dataset, summary: dict[str, Any], out: Path) -> list[Path]:
         base = summary["skill"]["recharge"][period]
         leads = np.arange(1, len(base["acc"]) + 1)
         a.plot(leads, base["persistence_acc"], "k--", label="persistence")
+        lowest = float(np.nanmin(base["persistence_acc"]))
         for run, style in (("recharge", "C0-o"), ("learned", "C3-s")):
             if period in summary["skill"].get(run, {}):
-                a.plot(leads, summary["skill"][run][period]["acc"], style, ms=3, label=run)
-        a.set(xlabel="lead (months)", ylabel="anomaly correlation", title=f"skill vs lead, {period}", ylim=(-0.2, 1))
+                acc = summary["skill"][run][period]["acc"]
+                a.plot(leads, acc, style, ms=3, label=run)
+                lowest = min(lowest, float(np.nanmin(acc)))
+        a.axhline(0.0, color="0.7", lw=0.5)
+        bottom = min(-0.2, lowest - 0.05)
+        a.set(xlabel="lead (months)", ylabel="anomaly correlation", title=f"skill vs lead, {period}", ylim=(bottom, 1))
         a.legend(fontsize=8)
     files.append(_save(fig, out / "enso_skill.png"))
     return files
