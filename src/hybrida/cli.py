@@ -42,7 +42,7 @@ app = typer.Typer(
     cls=OneLineErrors,
     add_completion=False,
     pretty_exceptions_enable=False,
-    help="hybrida: hybrid data assimilation + machine learning twin experiments.",
+    help="hybrida: hybrid data assimilation + machine learning, on twins and on real observations.",
 )
 learn_app = typer.Typer(
     add_completion=False,
