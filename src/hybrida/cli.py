@@ -23,6 +23,7 @@ from rich.table import Table
 from hybrida.cli_assimilate import assimilate, assimilate_config
 from hybrida.cli_data import data_app, run_enso_preset
 from hybrida.cli_errors import OneLineErrors, check_out, err_console, fail, whole_number
+from hybrida.cli_export import export
 from hybrida.experiment.config import (
     ConfigError,
     apply_overrides,
@@ -52,6 +53,7 @@ learn_app = typer.Typer(
 app.add_typer(learn_app, name="learn")
 app.add_typer(data_app, name="data")
 app.command(name="assimilate")(assimilate)
+app.command(name="export")(export)
 
 
 def _sanitise(name: str) -> str:
