@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import warnings
 
 import pytest
 import torch
@@ -81,6 +82,12 @@ def test_correction_torchscript_host_step(tmp_path):
     x = _x()
     host = model.physics.step(x) + part(x)  # what a Fortran/C++ host does every step
     assert float((host - model.step(x)).abs().max()) <= 1e-12
+    with warnings.catch_warnings():  # torch 2.13 deprecates torch.jit
+        warnings.simplefilter("ignore", DeprecationWarning)
+        raw = torch.jit.load(str(tmp_path / "c.pt"))  # as a host sees it: wrong shapes/dtypes refused inside
+    for bad in (torch.zeros(2, N + 1, dtype=torch.float64), torch.zeros(2, N), torch.zeros(N, dtype=torch.float64)):
+        with pytest.raises(torch.jit.Error, match=f"input must be a \\(batch, {N}\\) float64"):
+            raw(bad)
 
 
 def test_obs_operator_torchscript(tmp_path):

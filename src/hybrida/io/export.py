@@ -102,11 +102,26 @@ def _onnx_runtime() -> Any:
     return onnxruntime
 
 
+class _ShapeChecked(nn.Module):
+    """The traced part behind a scripted check: a host passing another shape or dtype gets an error, not garbage."""
+
+    def __init__(self, inner: nn.Module, n: int, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.inner, self.n, self.dtype = inner, n, dtype
+        self.message = f"hybrida exported part: input must be a (batch, {n}) {str(dtype)[6:]} tensor"
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 2 or x.size(1) != self.n or x.dtype != self.dtype:
+            raise RuntimeError(self.message)
+        return self.inner(x)
+
+
 def _write_torchscript(module: nn.Module, example: Tensor, out: Path, manifest: dict[str, Any]) -> None:
     with _quiet():
         traced = torch.jit.trace(module, (example,), check_trace=False)
+        checked = torch.jit.script(_ShapeChecked(traced, example.shape[1], example.dtype))
         buf = io.BytesIO()
-        torch.jit.save(traced, buf, _extra_files={"hybrida_manifest.json": json.dumps(manifest)})
+        torch.jit.save(checked, buf, _extra_files={"hybrida_manifest.json": json.dumps(manifest)})
     _write_bytes(out, buf.getvalue())
 
 
