@@ -17,9 +17,9 @@ from typing import Any
 import torch
 
 from hybrida.io.checkpoint import atomic_torch_save
+from hybrida.learn.persist import build_network, network_spec, read_payload
 from hybrida.models.base import Model
 from hybrida.models.corrected import CorrectedModel
-from hybrida.nn import NETWORKS
 
 __all__ = ["FORMAT", "load_correction", "read_correction", "save_correction"]
 
@@ -37,14 +37,10 @@ def save_correction(
     """
     if not isinstance(model, CorrectedModel):
         raise TypeError(f"model must be a CorrectedModel, got {type(model).__name__}")
-    net = model.net
-    name = type(net).__name__
-    if NETWORKS.get(name) is not type(net) or not isinstance(getattr(net, "config", None), dict):
-        raise ValueError(f"network {name} is not registered or has no config dict; use register_network")
     payload = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
-        "network": {"class": name, "config": dict(net.config)},
+        "network": network_spec(model.net),
         "model": {"n": int(model.n), "dt": float(model.dt), "kind": model.kind,
                   "physics": repr(model.physics)},
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.net.state_dict().items()},
@@ -56,15 +52,8 @@ def save_correction(
 
 def read_correction(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The network (eval mode, stored dtype) and the payload of a file written by :func:`save_correction`."""
-    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a hybrida correction file")
-    if payload.get("version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: unsupported correction format version {payload.get('version')!r}")
-    name = payload["network"]["class"]
-    if name not in NETWORKS:
-        raise ValueError(f"{path}: unknown network class {name!r}; known: {sorted(NETWORKS)}")
-    net = NETWORKS[name](**payload["network"]["config"])
+    payload = read_payload(path, FORMAT, FORMAT_VERSION, "correction")
+    net = build_network(payload, path)
     state = payload["state_dict"]
     dtype = next((v.dtype for v in state.values() if v.is_floating_point()), None)
     if dtype is not None:
