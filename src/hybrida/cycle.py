@@ -21,7 +21,7 @@ from hybrida.assimilation.base import (
 from hybrida.innovations import CycleInnovations, cycle_innovations
 from hybrida.models.base import Model
 from hybrida.observations.base import Observation
-from hybrida.observations.qc import QC_GOOD, QC_MISSING, QualityControl
+from hybrida.observations.qc import QualityControl, missing_flags
 
 #: a quality-control check (:mod:`hybrida.observations.qc`): rejected values become NaN, with int8 flags
 Screen = QualityControl
@@ -84,10 +84,6 @@ def _crps(state: State, truth: Tensor) -> float:
     return float(metrics.crps_gaussian(mean, std, truth))
 
 
-def _missing_flags(obs: Observation) -> Tensor:
-    return torch.where(torch.isfinite(obs.y), QC_GOOD, QC_MISSING).to(torch.int8)
-
-
 def run_cycle(
     model: Model,
     method: AssimilationMethod,
@@ -130,7 +126,7 @@ def run_cycle(
         if not bool(torch.isfinite(state_mean(prior)).all()):
             raise FilterDiverged(k, f"{type(method).__name__}: forecast became non-finite at cycle {k}")
         received = observations[k - 1]
-        obs, flags = qc.screen(received, prior) if qc is not None else (received, _missing_flags(received))
+        obs, flags = qc.screen(received, prior) if qc is not None else (received, missing_flags(received))
         posterior = method.analyse(prior, obs, t, generator)
         varqc = getattr(method, "analysis_flags", None)  # variational QC: weight < 0.5 is flag 4
         if callable(varqc) and (more := varqc()) is not None:

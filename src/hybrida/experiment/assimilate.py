@@ -25,6 +25,7 @@ from hybrida.experiment.runner import OBSERVATIONS_NAME, Result, run_experiment
 from hybrida.io.atomic import atomic_write
 from hybrida.io.obsfile import cycle_steps, load_observations
 from hybrida.io.results import write_summary
+from hybrida.models.base import Model
 from hybrida.observations.base import Observation
 
 __all__ = ["assimilate_file", "file_digest", "write_departures"]
@@ -45,10 +46,13 @@ def file_digest(path: str | Path) -> str:
 
 
 def file_config(
-    config: ExperimentConfig, observations: list[Observation], obs_path: str | Path, store_members: bool | None = None
+    config: ExperimentConfig,
+    model: Model,
+    observations: list[Observation],
+    obs_path: str | Path,
+    store_members: bool | None = None,
 ) -> ExperimentConfig:
     """``config`` with the cycles and steps per cycle of the file (burn-in shortened if the file is shorter)."""
-    model = build_model(config)
     every = cycle_steps(observations, model.dt, config.observations.every, obs_path)
     n_cycles = len(observations)
     update = {"cycles": n_cycles, "observations": config.observations.model_copy(update={"every": every})}
@@ -92,7 +96,7 @@ def assimilate_file(
         )
     model = build_model(config)
     observations = load_observations(obs_path, getattr(torch, config.dtype), n_state=model.n)
-    config = file_config(config, observations, obs_path, store_members)
+    config = file_config(config, model, observations, obs_path, store_members)
     result = run_experiment(
         config,
         out_dir,

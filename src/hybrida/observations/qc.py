@@ -51,6 +51,7 @@ __all__ = [
     "QualityControl",
     "detection_rates",
     "innovation_features",
+    "missing_flags",
     "normalised_innovations",
 ]
 
@@ -66,7 +67,8 @@ class QualityControl(Protocol):
         ...
 
 
-def _missing_flags(obs: Observation) -> Tensor:
+def missing_flags(obs: Observation) -> Tensor:
+    """int8 flags ``(p,)``: QC_GOOD where ``y`` is finite, QC_MISSING where it is NaN."""
     return torch.where(torch.isfinite(obs.y), QC_GOOD, QC_MISSING).to(torch.int8)
 
 
@@ -132,7 +134,7 @@ class BackgroundCheck:
         self.B = B
 
     def screen(self, obs: Observation, prior: State) -> tuple[Observation, Tensor]:
-        flags = _missing_flags(obs)
+        flags = missing_flags(obs)
         d, s, _ = normalised_innovations(obs, prior, self.B)
         bad = (d.abs() > self.k * s).cpu() & torch.isfinite(d).cpu()
         return _reject(obs, flags, bad, QC_BACKGROUND)
@@ -207,7 +209,7 @@ class LearnedGrossErrorDetector(nn.Module):
         return torch.where(torch.isfinite(f[:, 0]).to(prob.device), prob, torch.nan)
 
     def screen(self, obs: Observation, prior: State) -> tuple[Observation, Tensor]:
-        flags = _missing_flags(obs)
+        flags = missing_flags(obs)
         prob = self.probability(obs, prior)
         bad = (prob > self.threshold).cpu()
         return _reject(obs, flags, bad, QC_LEARNED)
@@ -233,7 +235,7 @@ class Chain:
         self.checks = list(checks)
 
     def screen(self, obs: Observation, prior: State) -> tuple[Observation, Tensor]:
-        flags = _missing_flags(obs)
+        flags = missing_flags(obs)
         for check in self.checks:
             obs, f = check.screen(obs, prior)
             flags = torch.where(flags == QC_GOOD, f, flags)
