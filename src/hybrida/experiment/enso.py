@@ -129,7 +129,7 @@ def cycle_enso(
     omb, oma, hbh, r = (np.full(K, np.nan) for _ in range(4))
     forecasts = np.zeros((K, max_lead, cfg.members)) if max_lead else None
     posteriors: list[torch.Tensor] = []
-    for rec, post in run_cycle(model, method, state, None, observations, 1, generator=gen):
+    for rec, post in run_cycle(model, method, state, None, observations, 1, generator=gen, innovations=True):
         k = rec.cycle - 1
         mean_a[k] = rec.posterior_mean.numpy()
         mean_b[k] = rec.prior_mean.numpy()

@@ -313,6 +313,7 @@ def _run(
             start_cycle=start,
             generator=gen,
             keep_members=config.store_members,
+            innovations=True,
             qc=qc if qc is not None else exp.qc,
         )
         while True:

@@ -187,7 +187,8 @@ def local_level_loglik(
     p0 = max(diffuse_variance - level_variance, 0.0)
     state = GaussianState(model.initial_state(dtype), p0 * torch.eye(n, dtype=dtype))
     obs = with_obs_variance(observations, obs_variance)
-    cycles = [rec.innovation for rec, _ in run_cycle(model, method, state, None, obs, steps, probabilistic_scores=False)]
+    records = run_cycle(model, method, state, None, obs, steps, probabilistic_scores=False, innovations=True)
+    cycles = [rec.innovation for rec, _ in records]
     return summarize_innovations(cycles[burn:])["innovation_loglik"]
 
 
