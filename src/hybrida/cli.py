@@ -24,6 +24,7 @@ from hybrida.cli_assimilate import assimilate, assimilate_config
 from hybrida.cli_data import data_app, run_enso_preset
 from hybrida.cli_errors import OneLineErrors, check_out, err_console, fail, whole_number
 from hybrida.cli_export import export
+from hybrida.cli_learn_analysis import learn_analysis, learn_analysis_presets
 from hybrida.experiment.config import (
     ConfigError,
     apply_overrides,
@@ -54,6 +55,8 @@ app.add_typer(learn_app, name="learn")
 app.add_typer(data_app, name="data")
 app.command(name="assimilate")(assimilate)
 app.command(name="export")(export)
+learn_app.command("analysis")(learn_analysis)
+learn_app.command("analysis-presets")(learn_analysis_presets)
 
 
 def _sanitise(name: str) -> str:

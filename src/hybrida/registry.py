@@ -35,6 +35,8 @@ METHODS: dict[str, str] = {
     "pf": "hybrida.assimilation.particle.bootstrap:BootstrapPF",
     "lpf": "hybrida.assimilation.particle.local:LocalPF",
     "online_correction": "hybrida.learn.online:OnlineCorrectionEnsemble",
+    # a learned analysis saved by `hybrida learn analysis`: params {path: FILE}
+    "learned": "hybrida.assimilation.learned:load_learned_analysis",
 }
 
 OBSERVATIONS: dict[str, str] = {
