@@ -1,0 +1,149 @@
+"""Train, save and export the learned parts the interop hosts call, and write the Python reference files.
+
+Usage: python interop/make_reference.py OUTDIR [--epochs N]
+
+Writes into OUTDIR (all seeded, ~10 s on one core):
+
+- ``correction_{resolvent,tendency}.pt`` and their TorchScript exports (+ manifests): PolyConv
+  corrections of L96 (n=40, F=8, dt=0.05) fitted with :func:`hybrida.learn.correction.fit_correction`
+  on a short truth run of :class:`~hybrida.models.lorenz96_variants.Lorenz96Cubic` (F=8.5, gamma=0.04);
+- ``reference_{resolvent,tendency}.bin``: the Python ``CorrectedModel`` trajectory (1000 steps);
+- ``surrogate.pt`` and its export: a ResidualMLP surrogate (rk4 scheme) fitted on an L96 run;
+- ``surrogate_reference.bin``: x, dx, dy and Python's M dx (torch.func.jvp) and M^T dy (vjp).
+
+Binary layout (little-endian; the hosts read it with plain stream I/O):
+trajectory: int64 magic 960417, n, steps, kind (0 resolvent, 1 tendency); float64 F, dt; float64
+x[0..steps] ((steps + 1) * n values, x[0] the initial state).
+surrogate: int64 magic 960418, n; float64 x, dx, dy, M dx, M^T dy (n values each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hybrida.io.export import export_file
+from hybrida.learn.correction import correction_targets, fit_correction
+from hybrida.learn.correction_persist import load_correction, save_correction
+from hybrida.learn.persist import load_surrogate, save_surrogate
+from hybrida.learn.train import fit
+from hybrida.models.lorenz96 import Lorenz96
+from hybrida.models.lorenz96_variants import Lorenz96Cubic
+from hybrida.models.surrogate import SurrogateModel
+from hybrida.nn import PolyConv, ResidualMLP
+
+N, F, DT, STEPS = 40, 8.0, 0.05, 1000
+KINDS = {"resolvent": 0, "tendency": 1}
+TRAJ_MAGIC, SURR_MAGIC = 960417, 960418
+
+
+def _i8(*v: int) -> bytes:
+    return np.asarray(v, dtype="<i8").tobytes()
+
+
+def _f8(v: torch.Tensor | float) -> bytes:
+    return np.asarray(torch.as_tensor(v, dtype=torch.float64).detach().numpy(), dtype="<f8").tobytes()
+
+
+def fma_arithmetic_check() -> bool:
+    """True when torch's L96 RK4 step equals, bit for bit, the fused-multiply-add arithmetic the hosts use.
+
+    The hosts compute a + b*c (addcmul) and a + alpha*b (add with alpha) with one rounding (fma),
+    as torch's vectorised CPU kernels do; a torch build without FMA kernels would differ by round-off,
+    and the 1000-step chaotic trajectories would then not agree to 1e-10.
+    """
+    from fractions import Fraction
+
+    def fma(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+        b = np.broadcast_to(b, a.shape)
+        return np.array([float(Fraction(p) * Fraction(q) + Fraction(r)) for p, q, r in zip(a, b, c)])
+
+    def tend(z: np.ndarray) -> np.ndarray:
+        return fma(z[3:] - z[:-3], z[1:-2], F - z[2:-1])
+
+    x = Lorenz96(N, F, DT).initial_state(spinup_steps=100).numpy()
+    z = np.concatenate((x[-8:], x, x[:4]))
+    h = 0.5 * DT
+    k1 = tend(z)
+    k2 = tend(fma(k1, np.float64(h), z[2:-1]))
+    k3 = tend(fma(k2, np.float64(h), z[4:-2]))
+    k4 = tend(fma(k3, np.float64(DT), z[6:-3]))
+    acc = fma(k2[4:-2], np.float64(2.0), k1[6:-3])
+    acc = fma(k3[2:-1], np.float64(2.0), acc)
+    mine = fma(acc + k4, np.float64(DT / 6.0), z[8:-4])
+    return bool(np.array_equal(mine, Lorenz96(N, F, DT).step(torch.from_numpy(x)).numpy()))
+
+
+def train_corrections(out: Path, epochs: int, lr: float) -> dict[str, dict[str, float]]:
+    """Fit, save, reload and export both kinds of correction; write their 1000-step Python trajectories."""
+    truth = Lorenz96Cubic(N, F=8.5, gamma=0.04, dt=DT)
+    with torch.no_grad():
+        run = truth.forecast(truth.forecast(truth.initial_state(), 200), 700, trajectory=True)
+    train, test = run[:500], run[500:]
+    physics = Lorenz96(N, F, DT)
+    skill = {}
+    for kind, code in KINDS.items():
+        net = PolyConv(degree=3, kernel_size=3)  # starts at g = 0: all it knows comes from the fit
+        hyb, _ = fit_correction(physics, net, train, kind=kind, in_mean=0.0, in_std=4.0, epochs=epochs,
+                                batch_size=100, lr=lr, patience=30, seed=0, progress=False)
+        cfg = {"truth": repr(truth), "train_states": 500, "epochs": epochs, "lr": lr, "seed": 0}
+        src = save_correction(out / f"correction_{kind}.pt", hyb, cfg)
+        export_file(src, fmt="torchscript")
+        model = load_correction(src, Lorenz96(N, F, DT))  # what a user of the file gets
+        with torch.no_grad():
+            phys_err = float(correction_targets(physics, test).pow(2).mean().sqrt())
+            hyb_err = float((test[1:] - model.forecast(test[:-1], 1)).pow(2).mean().sqrt())
+            traj = model.forecast(test[0], STEPS, trajectory=True)  # (STEPS + 1, n), one member
+        skill[kind] = {"physics_rmse": phys_err, "hybrid_rmse": hyb_err}
+        head = _i8(TRAJ_MAGIC, N, STEPS, code) + _f8(torch.tensor([F, DT], dtype=torch.float64))
+        (out / f"reference_{kind}.bin").write_bytes(head + _f8(traj))
+    return skill
+
+
+def train_surrogate(out: Path, epochs: int) -> None:
+    """Fit a small ResidualMLP surrogate of L96, export it and write Python's TL and adjoint products."""
+    l96 = Lorenz96(N, F, DT)
+    with torch.no_grad():
+        run = l96.forecast(l96.initial_state(spinup_steps=300), 400, trajectory=True)
+    net = ResidualMLP(N, width=64, blocks=1, activation="tanh", seed=0).double()
+    model = SurrogateModel.from_trajectory(net, run, DT, "rk4")
+    fit(model, run[:320], run[320:], epochs=epochs, batch_size=64, lr=2e-3, seed=0, progress=False)
+    src = save_surrogate(out / "surrogate.pt", model, {"epochs": epochs, "seed": 0})
+    export_file(src, fmt="torchscript")
+    model = load_surrogate(src)
+    g = torch.Generator().manual_seed(18)
+    x, dx, dy = (t.to(torch.float64) for t in (run[-1], torch.randn(N, generator=g), torch.randn(N, generator=g)))
+    _, mdx = torch.func.jvp(model.step, (x,), (dx,))
+    _, vjp = torch.func.vjp(model.step, x)
+    (mtdy,) = vjp(dy)
+    (out / "surrogate_reference.bin").write_bytes(_i8(SURR_MAGIC, N) + b"".join(_f8(v) for v in (x, dx, dy, mdx, mtdy)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("out", type=Path)
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--lr", type=float, default=2e-2, help="correction learning rate (1e-12: training disabled)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    fma_ok = fma_arithmetic_check()
+    skill = train_corrections(args.out, args.epochs, args.lr)
+    train_surrogate(args.out, max(1, args.epochs // 3))
+    info = {"fma_arithmetic": fma_ok, "skill": skill}
+    (args.out / "reference.json").write_text(json.dumps(info, indent=2))
+    for kind, s in skill.items():
+        print(f"correction {kind}: one-step RMSE vs truth {s['physics_rmse']:.4f} (physics) -> {s['hybrid_rmse']:.4f} (hybrid)")
+    if not fma_ok:
+        print("warning: this torch build's L96 step is not the fused-multiply-add arithmetic of the hosts; "
+              "trajectories will differ by more than round-off", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
