@@ -53,6 +53,8 @@ PREDICTOR_PREFIX = "predictor_"
 
 def _index_of(obs: Observation, k: int) -> np.ndarray:
     """The observed state indices of an index-type observation, or a clear error."""
+    if obs.indices is not None:
+        return obs.indices.detach().cpu().numpy().astype(np.int64)
     if obs.matrix is None or obs.locations is None:
         raise ValueError(
             f"write_observations: observation {k} has no matrix/locations; only index-type "
@@ -95,7 +97,7 @@ def write_observations(
                 "only per-observation std (use correlation_length=0)"
             )
         idx = _index_of(obs, k)
-        n_k = int(obs.matrix.shape[-1])
+        n_k = int(obs.n) if obs.indices is not None else int(obs.matrix.shape[-1])
         if n_state is not None and n_k != n_state:
             raise ValueError(f"write_observations: state sizes differ between observations ({n_state} vs {n_k})")
         n_state = n_k
@@ -284,8 +286,6 @@ def load_observations(
         y = torch.as_tensor(data["y"][sel], dtype=dtype)
         y = torch.where(torch.as_tensor(data["qc_flag"][sel] == QC_GOOD), y, torch.nan)
         std = torch.as_tensor(data["std"][sel], dtype=dtype)
-        matrix = torch.zeros(idx.numel(), n, dtype=dtype)
-        matrix[torch.arange(idx.numel()), idx] = 1.0
 
         def operator(x: torch.Tensor, idx: torch.Tensor = idx) -> torch.Tensor:
             return x.index_select(-1, idx.to(x.device))
@@ -304,8 +304,9 @@ def load_observations(
                 operator=operator,
                 error=DiagonalError(std * std),
                 locations=idx.to(dtype),
-                matrix=matrix,
                 meta=meta,
+                indices=idx,
+                n=n,
             )
         )
     return out

@@ -22,14 +22,22 @@ class Observation:
     observation positions in grid-index units ``(p,)`` used by localization
     (None where not defined). Missing values in ``y`` are NaN: call
     :meth:`valid` to drop them before an analysis.
+
+    A selection H x = x[..., indices] is stored as its ``indices`` and the state
+    size ``n`` only: ``matrix`` is then formed on demand (and not kept), so an
+    identity network of 10^6 variables costs 8 MB, not 8 TB, and only methods
+    that need a dense H (variational, OI) pay for it.
     """
 
     y: Tensor
     operator: Operator
     error: ErrorModel
     locations: Tensor | None = None
-    matrix: Tensor | None = None
+    matrix: Tensor | None = field(default=None, repr=False, compare=False)
     meta: dict = field(default_factory=dict)
+    #: H x = x[..., indices] (a selection operator), with ``n`` the state size
+    indices: Tensor | None = field(default=None, repr=False)
+    n: int | None = None
 
     @property
     def p(self) -> int:
@@ -52,6 +60,50 @@ class Observation:
             operator=lambda x: op(x).index_select(-1, idx.to(x.device)),
             error=self.error.subset(idx),
             locations=None if self.locations is None else self.locations[idx],
-            matrix=None if self.matrix is None else self.matrix[idx],
+            matrix=None if self.stored_matrix is None else self.stored_matrix[idx],
             meta=dict(self.meta),
+            indices=None if self.indices is None else self.indices[idx],
+            n=self.n,
         )
+
+    @property
+    def stored_matrix(self) -> Tensor | None:
+        """The matrix given at construction (None for a selection stored as indices)."""
+        return self.__dict__.get("_matrix")
+
+
+#: largest dense H (elements) formed from indices on demand: 2^27 float64 = 1 GiB
+DENSE_LIMIT = 2**27
+
+
+def selection_matrix(indices: Tensor, n: int, dtype: torch.dtype = torch.float64) -> Tensor:
+    """The ``(p, n)`` 0/1 matrix of H x = x[..., indices]; a ValueError beyond :data:`DENSE_LIMIT` elements."""
+    p = int(indices.numel())
+    if p * n > DENSE_LIMIT:
+        raise ValueError(
+            f"observation operator: a dense H of {p} x {n} would take {p * n * 8 / 2**30:.0f} GiB; "
+            "this method needs H as a matrix: use an ensemble method (ETKF, LETKF, EnKF), "
+            "which apply H by index, or fewer variables"
+        )
+    matrix = torch.zeros(p, n, dtype=dtype)
+    matrix[torch.arange(p), indices.to(torch.long)] = 1.0
+    return matrix
+
+
+def _get_matrix(self: Observation) -> Tensor | None:
+    stored = self.__dict__.get("_matrix")
+    if stored is None and self.indices is not None:
+        if self.n is None:
+            raise ValueError("Observation: indices given without the state size n")
+        return selection_matrix(self.indices, self.n, self.y.dtype)
+    return stored
+
+
+def _set_matrix(self: Observation, value: Tensor | None) -> None:
+    self.__dict__["_matrix"] = value
+
+
+# a property behind the dataclass field: selections form their dense H only when asked
+Observation.matrix = property(  # type: ignore[assignment]
+    _get_matrix, _set_matrix, doc="The (p, n) matrix of a linear H (formed from ``indices`` on demand), else None."
+)

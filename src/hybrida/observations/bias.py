@@ -212,7 +212,7 @@ class BiasModel(ABC):
         """Bias-corrected observations y - b(H(x_b)) (equivalently H(x) + b(H(x_b)) as operator)."""
         with torch.no_grad():
             b = self.bias(obs, obs.H(xb)).to(obs.y)
-        return replace(obs, y=obs.y - b, meta={**obs.meta, "bias_estimate": b})
+        return replace(obs, y=obs.y - b, matrix=obs.stored_matrix, meta={**obs.meta, "bias_estimate": b})
 
 
 class LinearBias(BiasModel):

@@ -97,8 +97,6 @@ class _Network(ObservationSystem):
         p = idx.shape[0]
         std = self._std_for(p) if std is None else std
         locations = idx.to(self.dtype)
-        matrix = torch.zeros(p, self.n, dtype=self.dtype)
-        matrix[torch.arange(p), idx] = 1.0
 
         def operator(x: Tensor) -> Tensor:
             return x.index_select(-1, idx.to(x.device))
@@ -108,8 +106,9 @@ class _Network(ObservationSystem):
             operator=operator,
             error=exponential_error(std, locations, self.n, self.correlation_length),
             locations=locations,
-            matrix=matrix,
             meta={"cycle": cycle, "network": type(self).__name__},
+            indices=idx,
+            n=self.n,
         )
 
 

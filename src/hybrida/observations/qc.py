@@ -76,7 +76,7 @@ def _reject(obs: Observation, flags: Tensor, bad: Tensor, code: int) -> tuple[Ob
     """Set y to NaN and the flag to ``code`` where ``bad`` (only on observations still good)."""
     bad = bad & (flags == QC_GOOD)
     flags = torch.where(bad, torch.tensor(code, dtype=torch.int8), flags)
-    return replace(obs, y=torch.where(bad.to(obs.y.device), torch.nan, obs.y), meta=dict(obs.meta)), flags
+    return replace(obs, y=torch.where(bad.to(obs.y.device), torch.nan, obs.y), matrix=obs.stored_matrix, meta=dict(obs.meta)), flags
 
 
 def _hbh_diag(obs: Observation, mean: Tensor, cov: Tensor) -> Tensor:
