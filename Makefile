@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench clean
+.PHONY: run test bench clean interop
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -19,6 +19,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 tests
+
+# C++ and Fortran hosts of the exported learned parts (interop/README.md); builds once into interop/build
+interop: $(STAMP)
+	interop/run.sh $(BIN)/python
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

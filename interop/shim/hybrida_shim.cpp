@@ -43,7 +43,9 @@ std::string required(const std::string& json, const std::string& key, const std:
 std::string first_line(const std::string& what) {
   auto at = what.find("hybrida exported part");
   std::string s = at == std::string::npos ? what : what.substr(at);
-  return s.substr(0, s.find('\n'));
+  s = s.substr(0, s.find('\n'));
+  auto stop = s.find(". ", 40);  // libtorch's long explanations: their first sentence
+  return stop == std::string::npos ? s : s.substr(0, stop + 1);
 }
 
 std::string json_string(const std::string& s, const std::string& key, bool& found) {
