@@ -88,3 +88,11 @@ def test_lyapunov_helper_validates_and_orders():
     assert lam.shape == (3,) and lam[0] >= lam[1] >= lam[2]
     with pytest.raises(ValueError):
         lyapunov_exponents(m, x, n_steps=10, k=9)
+
+
+def test_large_ring_initial_state_is_chaotic_everywhere():
+    """F·1 is a fixed point: a large ring must not keep resting stretches after the spin-up."""
+    x = Lorenz96(n=5000).initial_state()
+    resting = ((x - 8.0).abs() < 1e-2).reshape(50, 100).all(-1)
+    assert not bool(resting.any())
+    assert 3.0 < float(x.std()) < 4.5
