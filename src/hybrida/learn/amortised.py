@@ -33,6 +33,7 @@ __all__ = [
     "forecast_score",
     "grid_observations_of",
     "run_filter",
+    "window_loss",
 ]
 
 LOSSES = ("nll", "crps")
@@ -137,6 +138,36 @@ def _inv_std(y: Tensor, std: Tensor) -> Tensor:
     return torch.isfinite(y).to(y.dtype) / std.to(y)
 
 
+def window_loss(
+    net: nn.Module,
+    model: Model,
+    E: Tensor,
+    y: Tensor,
+    std: Tensor,
+    steps_per_cycle: int,
+    loc: float,
+    scale: float,
+    loss: str = "nll",
+) -> tuple[Tensor, Tensor]:
+    """Mean forecast score over a window of K cycles, and the final analysis ensembles.
+
+    ``E`` ``(B, m, n)`` analyses at the window start, ``y`` ``(B, K, n)`` the
+    grid observations of the K cycles. Cycle k forecasts, scores the forecast
+    against y_k (k ≥ 2: the first forecast does not depend on θ) and
+    analyses y_k: L = 1/(K-1) Σ_{k=2..K} score(M(x^a_{k-1}), y_k), differentiable
+    through the analyses and the model (McCabe & Brown 2021).
+    """
+    K = y.shape[1]
+    total = torch.zeros((), dtype=E.dtype, device=E.device)
+    for k in range(K):
+        E = model.forecast(E, steps_per_cycle)
+        yk = y[:, k]
+        if k > 0:
+            total = total + forecast_score(E, yk, std, loss)
+        E = amortised_update(net, E, yk, _inv_std(yk, std), loc, scale)
+    return total / max(K - 1, 1), E
+
+
 @dataclass
 class AmortisedFit:
     """Training outcome: the best network (by the validation score), history, steps and wall time."""
@@ -237,23 +268,16 @@ def fit_amortised(
     net.train()
     while step < max_steps:
         b = torch.randperm(S, generator=gen)[:batch]
-        E = pool[b]
         t0 = ptr[b]
-        total = torch.zeros((), dtype=dtype)
-        for k in range(window):
-            E = model.forecast(E, steps_per_cycle)
-            yk = y_train[b, t0 + k]
-            if k > 0:
-                total = total + forecast_score(E, yk, std, loss)
-            E = amortised_update(net, E, yk, _inv_std(yk, std), loc, scale)
-        total = total / (window - 1)
+        y_win = y_train[b.unsqueeze(-1), t0.unsqueeze(-1) + torch.arange(window)]
+        total, E = window_loss(net, model, pool[b], y_win, std, steps_per_cycle, loc, scale, loss)
         ok = bool(torch.isfinite(total)) and bool(torch.isfinite(E).all())
         opt.zero_grad(set_to_none=True)
         if ok:
             total.backward()
             nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
             opt.step()
-            running, count = running + float(total), count + 1
+            running, count = running + float(total.detach()), count + 1
         sched.step()
         step += 1
         with torch.no_grad():
