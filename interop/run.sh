@@ -8,7 +8,7 @@ set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 py="${1:-${PYTHON:-$here/../.venv/bin/python}}"
 case "$py" in */*) py="$(cd "$(dirname "$py")" && pwd)/$(basename "$py")" ;; esac  # absolute, venv link kept
-build="$here/build"
+build="${INTEROP_BUILD:-$here/build}"  # where CMake builds and the data go
 data="$build/data"
 fails=0
 
@@ -73,7 +73,7 @@ run() {
   fi
 }
 hosts=("$build/l96_host")
-[ -x "$build/l96_host_f" ] && hosts+=("$build/l96_host_f")
+[ "$fortran" = ON ] && [ -x "$build/l96_host_f" ] && hosts+=("$build/l96_host_f")
 for kind in resolvent tendency; do
   for host in "${hosts[@]}"; do
     run "$(basename "$host") $kind" "$host" "$data/correction_$kind.torchscript.pt" "$data/reference_$kind.bin"
