@@ -71,6 +71,7 @@ class AmortisedConfig(_Strict):
     channels: int = Field(32, ge=1, description="hidden channels of the network")
     depth: int = Field(4, ge=1, description="equivariant residual blocks")
     kernel: int = Field(5, ge=1, description="width of the circular convolutions")
+    bilinear: bool = Field(False, description="add bilinear (cross-covariance) pooling across members")
     window: int = Field(10, ge=2, description="cycles per training window (truncated BPTT)")
     batch: int = Field(16, ge=1, description="trajectories per training step")
     lr: float = Field(1e-3, gt=0, description="initial Adam learning rate")
@@ -218,7 +219,7 @@ def train(config: AmortisedConfig, out: Path, seed: int, resume: bool, progress:
     truth_va = _trajectories(model, config.valid_trajectories, config.valid_cycles, g_valid, config.steps_per_cycle)
     y_va, _ = grid_observations_of(truth_va, obs, g_valid)
     torch.manual_seed(seeds["init"])
-    net = EnsembleSetConv(config.channels, config.depth, config.kernel).float()
+    net = EnsembleSetConv(config.channels, config.depth, config.kernel, bilinear=config.bilinear).float()
     fit = fit_amortised(
         net, model, y_tr, y_va, std, m=config.members, steps_per_cycle=config.steps_per_cycle,
         loc=L96_LOC, scale=L96_SCALE, window=config.window, batch=config.batch, lr=config.lr,

@@ -178,6 +178,7 @@ class AmortisedFit:
     best_step: int = 0
     steps: int = 0
     train_s: float = 0.0
+    train_cpu_s: float = 0.0
     stopped: str = ""
 
 
@@ -249,7 +250,7 @@ def fit_amortised(
     E0_valid = climatological_ensembles(model, y_valid.shape[0], m, n, gen, dtype)
     fit = AmortisedFit(net=net)
     best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    bad, step, elapsed = 0, 0, 0.0
+    bad, step, elapsed, cpu_used = 0, 0, 0.0, 0.0
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if resume and ckpt is not None and ckpt.is_file():
         c = torch.load(ckpt, map_location="cpu", weights_only=False)
@@ -258,12 +259,13 @@ def fit_amortised(
         sched.load_state_dict(c["sched"])
         pool, ptr, gen_state = c["pool"], c["ptr"], c["gen"]
         gen.set_state(gen_state)
-        best_state, bad, step, elapsed = c["best"], c["bad"], c["step"], c["elapsed"]
+        best_state, bad, step, elapsed, cpu_used = c["best"], c["bad"], c["step"], c["elapsed"], c["cpu"]
         fit.history, fit.best_score, fit.best_step = c["history"], c["best_score"], c["best_step"]
     from tqdm.auto import tqdm
 
     bar = tqdm(total=max_steps, initial=step, desc="amortised filter", disable=not progress, leave=False)
     t_start = time.perf_counter() - elapsed
+    cpu_start = time.process_time() - cpu_used
     running, count = 0.0, 0
     net.train()
     while step < max_steps:
@@ -317,7 +319,8 @@ def fit_amortised(
                     {
                         "net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                         "pool": pool, "ptr": ptr, "gen": gen.get_state(), "best": best_state, "bad": bad,
-                        "step": step, "elapsed": time.perf_counter() - t_start, "history": fit.history,
+                        "step": step, "elapsed": time.perf_counter() - t_start, "cpu": time.process_time() - cpu_start,
+                        "history": fit.history,
                         "best_score": fit.best_score, "best_step": fit.best_step,
                     },
                     ckpt,
@@ -334,6 +337,7 @@ def fit_amortised(
     net.eval()
     fit.steps = step
     fit.train_s = time.perf_counter() - t_start
+    fit.train_cpu_s = time.process_time() - cpu_start
     return fit
 
 
@@ -344,5 +348,6 @@ def training_summary(fit: AmortisedFit) -> dict[str, Any]:
         "best_step": fit.best_step,
         "best_valid": fit.best_score,
         "train_s": fit.train_s,
+        "train_cpu_s": fit.train_cpu_s,
         "stopped": fit.stopped,
     }

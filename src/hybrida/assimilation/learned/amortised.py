@@ -66,19 +66,26 @@ class EnsembleSetConv(nn.Module):
     """Deep-sets × circular-convolution network giving each member's analysis increment.
 
     Input ``(B, m, F, n)``, output ``(B, m, n)``. Each residual block updates
-    member features h_i ← h_i + W₂ φ(W₁ h_i + V mean_j h_j + U std_j h_j)
-    (W, V, U circular convolutions of width ``kernel``): equivariant to member
+    member features h_i ← h_i + W₂ φ(W₁ h_i + V mean_j h_j + U std_j h_j [+ mean_j (P h_j - mean P h) ⊙ Q h_j])
+    (W, V, U, P, Q circular convolutions of width ``kernel``; the bracket with
+    ``bilinear=True``, ensemble cross-covariances of nearby points): equivariant to member
     permutations (Zaheer et al. 2017) and grid translations. The last layer is
     zero-initialised, so the untrained filter returns the prior.
     """
 
-    def __init__(self, channels: int = 32, depth: int = 4, kernel: int = 5, in_features: int = N_FEATURES):
+    def __init__(
+        self, channels: int = 32, depth: int = 4, kernel: int = 5, in_features: int = N_FEATURES, bilinear: bool = False
+    ):
         super().__init__()
-        self.config = {"channels": channels, "depth": depth, "kernel": kernel, "in_features": in_features}
+        self.config = {
+            "channels": channels, "depth": depth, "kernel": kernel, "in_features": in_features, "bilinear": bilinear,
+        }
         self.inp = _circular_conv(in_features, channels, kernel)
         self.own = nn.ModuleList(_circular_conv(channels, channels, kernel) for _ in range(depth))
         self.pool_mean = nn.ModuleList(_circular_conv(channels, channels, kernel, bias=False) for _ in range(depth))
         self.pool_std = nn.ModuleList(_circular_conv(channels, channels, kernel, bias=False) for _ in range(depth))
+        # bilinear pooling: mean_i (U h_i) ⊙ (V h_i), ensemble cross-covariances between nearby points
+        self.cross = nn.ModuleList(_circular_conv(channels, 2 * channels, kernel, bias=False) for _ in range(depth)) if bilinear else None
         self.mix = nn.ModuleList(_circular_conv(channels, channels, 1) for _ in range(depth))
         self.out = _circular_conv(channels, 1, kernel)
         nn.init.zeros_(self.out.weight)
@@ -90,11 +97,15 @@ class EnsembleSetConv(nn.Module):
         B, m, F, n = feats.shape
         h = self.act(self.inp(feats.reshape(B * m, F, n)))
         C = h.shape[1]
-        for own, pm, ps, mix in zip(self.own, self.pool_mean, self.pool_std, self.mix):
+        for j, (own, pm, ps, mix) in enumerate(zip(self.own, self.pool_mean, self.pool_std, self.mix)):
             hs = h.view(B, m, C, n)
             mean = hs.mean(1)
             std = (hs - mean.unsqueeze(1)).pow(2).mean(1).add(1e-6).sqrt()
-            pooled = (pm(mean) + ps(std)).unsqueeze(1).expand(B, m, C, n).reshape(B * m, C, n)
+            pooled = pm(mean) + ps(std)
+            if self.cross is not None:
+                u, v = self.cross[j](h).view(B, m, 2, C, n).unbind(2)
+                pooled = pooled + ((u - u.mean(1, keepdim=True)) * v).mean(1)
+            pooled = pooled.unsqueeze(1).expand(B, m, C, n).reshape(B * m, C, n)
             h = h + mix(self.act(own(h) + pooled))
         return self.out(h).view(B, m, n)
 
