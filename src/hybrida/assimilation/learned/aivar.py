@@ -26,6 +26,7 @@ and linear path start at zero, so the untrained network returns the background.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,7 @@ class AIVarNet(nn.Module):
         }
         self.act = _ACTIVATIONS[activation]
         widths = [n + 2 * p] + [hidden] * depth
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(widths))
         self.head = nn.Linear(hidden, n)
         self.gain = nn.Linear(p, n, bias=False)
         for lin in (self.head, self.gain):  # the untrained analysis is the background
@@ -184,7 +185,7 @@ class AIVar(LearnedAnalysis):
     ) -> State:
         """x_a = f_θ(x_b, y, m) for one state ``(n,)`` (batched ``(B, n)`` states go through the network)."""
         if not isinstance(prior, Tensor):
-            raise ValueError(f"AIVar: prior must be a state tensor of shape ({self.n},)")
+            raise ValueError(f"AIVar: prior must be a state tensor of shape ({self.n},)")  # noqa: TRY004
         self.check_inputs(prior, obs)
         with torch.inference_mode():
             mask = torch.isfinite(obs.y)
@@ -217,7 +218,7 @@ class AIVar(LearnedAnalysis):
         except KeyError as err:
             raise ValueError(f"{where}AI-Var file lacks {err}") from None
         if not isinstance(net, AIVarNet):
-            raise ValueError(f"{where}network is {type(net).__name__}, not AIVarNet")
+            raise ValueError(f"{where}network is {type(net).__name__}, not AIVarNet")  # noqa: TRY004
         return cls(net, info=payload.get("info"))
 
     def __repr__(self) -> str:
