@@ -8,13 +8,15 @@ Writes into OUTDIR (all seeded, ~10 s on one core):
   corrections of L96 (n=40, F=8, dt=0.05) fitted with :func:`hybrida.learn.correction.fit_correction`
   on a short truth run of :class:`~hybrida.models.lorenz96_variants.Lorenz96Cubic` (F=8.5, gamma=0.04);
 - ``reference_{resolvent,tendency}.bin``: the Python ``CorrectedModel`` trajectory (1000 steps);
-- ``surrogate.pt`` and its export: a ResidualMLP surrogate (rk4 scheme) fitted on an L96 run;
-- ``surrogate_reference.bin``: x, dx, dy and Python's M dx (torch.func.jvp) and M^T dy (vjp).
+- ``surrogate.pt`` and its export: a ResidualCNN surrogate (rk4 scheme) fitted on an L96 run;
+- ``surrogate_reference.bin``: x, dx, dy, Python's M dx (torch.func.jvp) and M^T dy (vjp), and the
+  surrogate's 200-step Python trajectory from x.
 
 Binary layout (little-endian; the hosts read it with plain stream I/O):
 trajectory: int64 magic 960417, n, steps, kind (0 resolvent, 1 tendency); float64 F, dt; float64
 x[0..steps] ((steps + 1) * n values, x[0] the initial state).
-surrogate: int64 magic 960418, n; float64 x, dx, dy, M dx, M^T dy (n values each).
+surrogate: int64 magic 960418, n, steps; float64 x, dx, dy, M dx, M^T dy (n values each), then the
+trajectory x[0..steps] ((steps + 1) * n values, x[0] = x).
 """
 
 from __future__ import annotations
@@ -35,9 +37,9 @@ from hybrida.learn.train import fit
 from hybrida.models.lorenz96 import Lorenz96
 from hybrida.models.lorenz96_variants import Lorenz96Cubic
 from hybrida.models.surrogate import SurrogateModel
-from hybrida.nn import PolyConv, ResidualMLP
+from hybrida.nn import PolyConv, ResidualCNN
 
-N, F, DT, STEPS = 40, 8.0, 0.05, 1000
+N, F, DT, STEPS, SURROGATE_STEPS = 40, 8.0, 0.05, 1000, 200
 KINDS = {"resolvent": 0, "tendency": 1}
 TRAJ_MAGIC, SURR_MAGIC = 960417, 960418
 
@@ -105,40 +107,49 @@ def train_corrections(out: Path, epochs: int, lr: float) -> dict[str, dict[str, 
     return skill
 
 
-def train_surrogate(out: Path, epochs: int) -> None:
-    """Fit a small ResidualMLP surrogate of L96, export it and write Python's TL and adjoint products."""
+def train_surrogate(out: Path, epochs: int, lr: float) -> dict[str, float]:
+    """Fit a small ResidualCNN surrogate of L96, export it, write its Python trajectory and TL/adjoint products."""
     l96 = Lorenz96(N, F, DT)
     with torch.no_grad():
-        run = l96.forecast(l96.initial_state(spinup_steps=300), 400, trajectory=True)
-    net = ResidualMLP(N, width=64, blocks=1, activation="tanh", seed=0).double()
-    model = SurrogateModel.from_trajectory(net, run, DT, "rk4")
-    fit(model, run[:320], run[320:], epochs=epochs, batch_size=64, lr=2e-3, seed=0, progress=False)
-    src = save_surrogate(out / "surrogate.pt", model, {"epochs": epochs, "seed": 0})
+        run = l96.forecast(l96.initial_state(spinup_steps=300), 500, trajectory=True)
+        test = l96.forecast(run[-1], 100, trajectory=True)
+    net = ResidualCNN(channels=8, blocks=1, kernel_size=5, activation="tanh", seed=0).double()
+    model = SurrogateModel.from_trajectory(net, run[:400], DT, "rk4")
+    fit(model, run[:400], run[400:], epochs=epochs, batch_size=64, lr=lr, seed=0, progress=False)
+    src = save_surrogate(out / "surrogate.pt", model, {"epochs": epochs, "lr": lr, "train_states": 400, "seed": 0})
     export_file(src, fmt="torchscript")
     model = load_surrogate(src)
     g = torch.Generator().manual_seed(18)
-    x, dx, dy = (t.to(torch.float64) for t in (run[-1], torch.randn(N, generator=g), torch.randn(N, generator=g)))
+    x, dx, dy = test[-1], torch.randn(N, generator=g, dtype=torch.float64), torch.randn(N, generator=g, dtype=torch.float64)
     _, mdx = torch.func.jvp(model.step, (x,), (dx,))
     _, vjp = torch.func.vjp(model.step, x)
     (mtdy,) = vjp(dy)
-    (out / "surrogate_reference.bin").write_bytes(_i8(SURR_MAGIC, N) + b"".join(_f8(v) for v in (x, dx, dy, mdx, mtdy)))
+    with torch.no_grad():
+        traj = model.forecast(x, SURROGATE_STEPS, trajectory=True)
+        skill = {"surrogate_rmse": float((model.forecast(test[:-1], 1) - test[1:]).pow(2).mean().sqrt()),
+                 "persistence_rmse": float((test[:-1] - test[1:]).pow(2).mean().sqrt())}
+    head = _i8(SURR_MAGIC, N, SURROGATE_STEPS)
+    (out / "surrogate_reference.bin").write_bytes(head + b"".join(_f8(v) for v in (x, dx, dy, mdx, mtdy, traj)))
+    return skill
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out", type=Path)
     p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--lr", type=float, default=2e-2, help="correction learning rate (1e-12: training disabled)")
+    p.add_argument("--lr-scale", type=float, default=1.0,
+                   help="factor on the learning rates (correction 2e-2, surrogate 1e-2); 1e-12 disables training")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     fma_ok = fma_arithmetic_check()
-    skill = train_corrections(args.out, args.epochs, args.lr)
-    train_surrogate(args.out, max(1, args.epochs // 3))
-    info = {"fma_arithmetic": fma_ok, "skill": skill}
+    skill = train_corrections(args.out, args.epochs, 2e-2 * args.lr_scale)
+    surrogate = train_surrogate(args.out, max(1, args.epochs // 2), 1e-2 * args.lr_scale)
+    info = {"fma_arithmetic": fma_ok, "skill": skill, "surrogate": surrogate}
     (args.out / "reference.json").write_text(json.dumps(info, indent=2))
     for kind, s in skill.items():
         print(f"correction {kind}: one-step RMSE vs truth {s['physics_rmse']:.4f} (physics) -> {s['hybrid_rmse']:.4f} (hybrid)")
+    print(f"surrogate: one-step RMSE vs L96 {surrogate['surrogate_rmse']:.4f} (persistence {surrogate['persistence_rmse']:.4f})")
     if not fma_ok:
         print("warning: this torch build's L96 step is not the fused-multiply-add arithmetic of the hosts; "
               "trajectories will differ by more than round-off", file=sys.stderr)

@@ -79,7 +79,11 @@ for kind in resolvent tendency; do
     run "$(basename "$host") $kind" "$host" "$data/correction_$kind.torchscript.pt" "$data/reference_$kind.bin"
   done
 done
-run surrogate_host "$build/surrogate_host" "$data/surrogate.torchscript.pt" "$data/surrogate_reference.bin"
+shosts=("$build/surrogate_host")
+[ "$fortran" = ON ] && [ -x "$build/surrogate_host_f" ] && shosts+=("$build/surrogate_host_f")
+for host in "${shosts[@]}"; do
+  run "$(basename "$host")" "$host" "$data/surrogate.torchscript.pt" "$data/surrogate_reference.bin"
+done
 run shim_check "$build/shim_check" "$data/correction_resolvent.torchscript.pt"
 
 # Bad input: each host must print one "error:" line and exit 2 (no crash, no silence).
@@ -122,9 +126,12 @@ for host in "${hosts[@]}"; do
   expect_refusal "host passes n=39" "$host" "$data/correction_resolvent.torchscript.pt" "$ref" 39
   expect_refusal "reference of the other kind" "$host" "$data/correction_resolvent.torchscript.pt" "$data/reference_tendency.bin"
 done
-echo "interop: bad input, surrogate_host:"
-expect_refusal "host passes n=41" "$build/surrogate_host" "$data/surrogate.torchscript.pt" "$data/surrogate_reference.bin" 41
-expect_refusal "correction instead of surrogate" "$build/surrogate_host" "$data/correction_resolvent.torchscript.pt" "$data/surrogate_reference.bin"
+for host in "${shosts[@]}"; do
+  echo "interop: bad input, $(basename "$host"):"
+  expect_refusal "host passes n=41" "$host" "$data/surrogate.torchscript.pt" "$data/surrogate_reference.bin" 41
+  expect_refusal "correction instead of surrogate" "$host" "$data/correction_resolvent.torchscript.pt" "$data/surrogate_reference.bin"
+  expect_refusal "trajectory reference given" "$host" "$data/surrogate.torchscript.pt" "$data/reference_resolvent.bin"
+done
 say "bad input: $refused cases refused with a one-line message and exit 2"
 
 if [ "$fails" -ne 0 ]; then
