@@ -8,7 +8,13 @@ import torch
 from torch import Tensor
 
 from hybrida.assimilation.ensemble.base import EnsembleMethod
-from hybrida.assimilation.ensemble.localization import Neighbours, Taper, check_taper
+from hybrida.assimilation.ensemble.localization import (
+    Neighbours,
+    Neighbours2D,
+    Taper,
+    check_grid,
+    check_taper,
+)
 from hybrida.assimilation.ensemble.matfun import (
     DEFAULT_TOL,
     buffer,
@@ -140,6 +146,11 @@ class LETKF(EnsembleMethod):
     large n), so one instance should not analyse from two threads at once.
     Under autograd (prior or observations requiring grad) the plain
     differentiable path with ``eigh`` is used.
+
+    2-D grids: when ``obs.meta["grid"] = (ny, nx)`` the state is layers of a
+    doubly periodic ny × nx grid (layer-major, row-major), ``obs.locations``
+    are ``(p, 2)`` (row, column) in grid units, and d is the Euclidean
+    distance on the torus (:class:`.Neighbours2D`; no vertical localization).
     """
 
     def __init__(
@@ -181,15 +192,26 @@ class LETKF(EnsembleMethod):
         """GC half-width c = 1.82 · loc_rad (grid points)."""
         return GC_HALF_WIDTH_FACTOR * self.loc_rad
 
-    def _blocks(self, locations: Tensor, n: int, B: int, like: Tensor) -> list:
+    def _blocks(
+        self, locations: Tensor, n: int, B: int, like: Tensor, grid: tuple[int, int] | None = None
+    ) -> list:
         """Cached ``[(q, lo, hi, (index, √weight) | None)]`` blocks for this observation layout.
 
         ``q`` are the analysed grid points of the block (with k > 1 also the
         next analysed point, n standing for 0); ``lo:hi`` the grid points written.
+        ``grid`` (ny, nx): 2-D locations on the torus (:class:`.Neighbours2D`).
         """
         nb = self._neighbours
-        if nb is None or not nb.matches(locations, n, self.half_width, self.taper):
-            nb = self._neighbours = Neighbours(locations, n, self.half_width, self.taper)
+        if (
+            nb is None
+            or getattr(nb, "grid", None) != grid
+            or not nb.matches(locations, n, self.half_width, self.taper)
+        ):
+            nb = self._neighbours = (
+                Neighbours(locations, n, self.half_width, self.taper)
+                if grid is None
+                else Neighbours2D(locations, n, self.half_width, self.taper, grid)
+            )
             self._plan = None
         k, N = self.interp_every, self.N
         key = (n, B, k, like.dtype, like.device)
@@ -242,12 +264,23 @@ class LETKF(EnsembleMethod):
             raise ValueError("LETKF: observations have no locations (obs.locations is None)")
         var = _diagonal_variance(obs).to(E)
         loc = obs.locations
-        if loc.shape != (obs.p,):
-            raise ValueError(
-                f"LETKF: obs.locations must have shape ({obs.p},), got {tuple(loc.shape)}"
-            )
         batch = E.shape[:-2]
         N, n = E.shape[-2], E.shape[-1]
+        grid = obs.meta.get("grid")
+        if grid is None:
+            if loc.shape != (obs.p,):
+                raise ValueError(
+                    f"LETKF: obs.locations must have shape ({obs.p},), got {tuple(loc.shape)}"
+                )
+        else:  # 2-D: (row, column) locations on the torus obs.meta["grid"] = (ny, nx)
+            grid = check_grid(grid, n, "LETKF: obs.meta['grid']")
+            if loc.shape != (obs.p, 2):
+                raise ValueError(
+                    f"LETKF: with obs.meta['grid'] the locations must have shape ({obs.p}, 2), "
+                    f"got {tuple(loc.shape)}"
+                )
+            if self.interp_every != 1:
+                raise ValueError("LETKF: interp_every > 1 is 1-D only; use interp_every=1 on a 2-D grid")
         Eb = E.reshape(-1, N, n)
         B = Eb.shape[0]
         HE = obs.H(Eb)
@@ -273,7 +306,7 @@ class LETKF(EnsembleMethod):
         parts: list[Tensor] = []  # under autograd: blocks concatenated, no in-place writes
         out = None if grad else torch.empty(B, n, N, dtype=E.dtype, device=E.device)
         At = A.mT  # (B, n, N)
-        for q, lo, hi, tab in self._blocks(loc.to(E.device), n, B, E):
+        for q, lo, hi, tab in self._blocks(loc.to(E.device), n, B, E, grid):
             index, sw = tab if tab is not None else self._table(self._neighbours, q, E)
             C, b = local_matrices(X, index, sw, ws)
             Z = self._inv_sqrt(C, grad)

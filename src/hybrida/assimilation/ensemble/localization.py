@@ -1,4 +1,4 @@
-"""Distance-based localization: Gaspari–Cohn taper, periodic distance, local-observation tables."""
+"""Distance-based localization: Gaspari–Cohn taper, periodic distance, local-observation tables (1-D and 2-D torus)."""
 
 from __future__ import annotations
 
@@ -161,3 +161,95 @@ class Neighbours:
         dist = periodic_distance(points[:, None].double(), self._loc[index], float(self.n))
         weight = taper_weights(dist, self.half_width, self.taper) * valid
         return LocalTable(index, weight)
+
+
+def check_grid(grid: object, n: int, owner: str) -> tuple[int, int]:
+    """``grid`` as ``(ny, nx)`` positive ints dividing ``n`` (layers of ny·nx points), or a ValueError."""
+    try:
+        ny, nx = (int(g) for g in grid)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ValueError(f"{owner}: grid must be a pair (ny, nx) of integers, got {grid!r}") from None
+    if ny < 1 or nx < 1 or n % (ny * nx):
+        raise ValueError(
+            f"{owner}: grid (ny, nx) = ({ny}, {nx}) must be positive and ny*nx must divide the state size n={n}"
+        )
+    return ny, nx
+
+
+class Neighbours2D:
+    """Observations within the taper support 2c of each point of layered doubly periodic 2-D grids.
+
+    The state holds n / (ny·nx) layers of an ``(ny, nx)`` grid, layer-major
+    then row-major: state index i sits at row (i mod ny·nx) // nx, column
+    i mod nx; all layers of a column share its location (no vertical
+    localization). Observation ``locations`` ``(p, 2)`` are (row, column) in
+    grid units; distances are Euclidean on the torus ny × nx. The padded
+    ``(ny·nx, m_max)`` table of one layer is built once (in chunks of columns,
+    bounded memory) and gathered by :meth:`table_at`, the interface of
+    :class:`Neighbours`.
+    """
+
+    #: distance-matrix elements per chunk while building the table
+    CHUNK_ELEMENTS = 2**22
+
+    def __init__(
+        self,
+        locations: Tensor,
+        n: int,
+        half_width: float,
+        taper: Taper = "gaspari_cohn",
+        grid: tuple[int, int] = (1, 1),
+    ):
+        self.grid = check_grid(grid, n, "Neighbours2D")
+        if locations.ndim != 2 or locations.shape[-1] != 2:
+            raise ValueError(
+                f"2-D observation locations must have shape (p, 2) (row, column), got {tuple(locations.shape)}"
+            )
+        if not bool(torch.isfinite(locations).all()):
+            raise ValueError("observation locations contain NaN or inf")
+        if half_width <= 0:
+            raise ValueError(f"localization half-width must be > 0, got {half_width}")
+        self.n, self.half_width = int(n), float(half_width)
+        self.taper = check_taper(taper, "Neighbours2D")
+        self.locations = locations.detach().clone()
+        self.p = int(locations.shape[0])
+        ny, nx = self.grid
+        nh = ny * nx
+        device = locations.device
+        loc = locations.detach().to(torch.float64)
+        h = torch.arange(nh, device=device)
+        rows, cols = (h // nx).double(), (h % nx).double()
+        support = 2.0 * self.half_width
+        chunk = max(1, self.CHUNK_ELEMENTS // max(self.p, 1))
+        parts: list[tuple[Tensor, Tensor]] = []
+        for s in range(0, nh, chunk):
+            dy = periodic_distance(rows[s : s + chunk, None], loc[None, :, 0], float(ny))
+            dx = periodic_distance(cols[s : s + chunk, None], loc[None, :, 1], float(nx))
+            dist = torch.sqrt(dy * dy + dx * dx)
+            inside = dist < support
+            m = int(inside.sum(-1).max()) if self.p else 0
+            order = torch.argsort((~inside).to(torch.int8), dim=-1, stable=True)[:, :m]
+            weight = taper_weights(dist.gather(-1, order), self.half_width, self.taper)
+            parts.append((order, weight * inside.gather(-1, order)))
+        self.m_max = max(o.shape[1] for o, _ in parts)
+        pad = [(torch.nn.functional.pad(o, (0, self.m_max - o.shape[1])),
+                torch.nn.functional.pad(w, (0, self.m_max - w.shape[1]))) for o, w in parts]
+        self._index = torch.cat([o for o, _ in pad])
+        self._weight = torch.cat([w for _, w in pad])
+
+    def matches(self, locations: Tensor, n: int, half_width: float, taper: Taper) -> bool:
+        """Whether this table was built for the same locations, state size and taper."""
+        return (
+            n == self.n
+            and half_width == self.half_width
+            and (taper is self.taper or (isinstance(taper, str) and taper == self.taper))
+            and locations.shape == self.locations.shape
+            and locations.device == self.locations.device
+            and bool(torch.equal(locations, self.locations))
+        )
+
+    def table_at(self, points: Tensor) -> LocalTable:
+        """The padded local table of the state indices ``points`` (any layer)."""
+        ny, nx = self.grid
+        h = torch.remainder(points.to(device=self._index.device, dtype=torch.long), ny * nx)
+        return LocalTable(self._index[h], self._weight[h])
