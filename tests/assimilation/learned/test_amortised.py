@@ -227,3 +227,33 @@ def test_save_load_roundtrip(tmp_path):
     assert torch.equal(loaded.analyse(E, _obs()), method.analyse(E, _obs()))
     with pytest.raises(ValueError, match="unknown parameters"):
         load_learned_analysis(path, infl=1.1)
+
+
+def test_pipeline_tiny_run_writes_summary_and_loads(tmp_path):
+    """The pipeline end to end on a tiny budget: files, summary keys, a loadable analysis, resume reuses it."""
+    from hybrida.experiment.learned_amortised import run
+
+    tiny = [
+        "train_trajectories=8", "train_cycles=40", "valid_trajectories=2", "valid_cycles=30", "valid_burn_in=5",
+        "test_cycles=60", "test_burn_in=10", "tune_cycles=40", "channels=4", "depth=1", "window=4", "batch=8",
+        "max_steps=4", "valid_every=2", "letkf_loc=[3.0]", "letkf_infl=[1.1]", "letkf_sizes=[5]",
+    ]
+    summary = run(tmp_path, seed=1, quick=True, overrides=tiny)
+    for name in ("summary.json", "analysis.pt", "training.png", "rmse.png", "training.json"):
+        assert (tmp_path / name).is_file(), name
+    assert {"rmse", "baselines", "train_s", "bar", "met", "quick", "seed"} <= set(summary)
+    assert set(summary["baselines"]) == {"letkf_N5"} and summary["quick"] is True
+    method = load_learned_analysis(tmp_path / "analysis.pt")
+    assert isinstance(method, AmortisedFilter) and method.p == 10
+    again = run(tmp_path, seed=1, quick=True, overrides=tiny, resume=True)
+    assert again["rmse"] == summary["rmse"]
+
+
+def test_pipeline_bad_override_names_the_field(tmp_path):
+    from hybrida.experiment.config import ConfigError
+    from hybrida.experiment.learned_amortised import run
+
+    with pytest.raises(ConfigError, match="members"):
+        run(tmp_path, seed=1, quick=True, overrides=["members=1"])
+    with pytest.raises(ConfigError, match="observations"):
+        run(tmp_path, seed=1, quick=True, overrides=["observations=radiance"])
