@@ -121,6 +121,28 @@ class FitResult4DVarNet:
     wall_s: float = 0.0
     steps_done: int = 0
     stopped_early: bool = False
+    prior_loss: list[float] = field(default_factory=list)
+
+
+def _crops(train: Tensor, batch: int, crop: int, every: int, gen: torch.Generator) -> Tensor:
+    w = torch.randint(train.shape[0], (batch,), generator=gen)
+    start = torch.randint(0, train.shape[1] - crop + 1, (batch,), generator=gen) // every * every
+    return train[w.view(-1, 1), start.view(-1, 1) + torch.arange(crop)]
+
+
+def _fit_prior(
+    solver: FourDVarNetSolver, train: Tensor, mean: float, std: float, steps: int, batch: int, crop: int,
+    every: int, lr: float, gen: torch.Generator, res: FitResult4DVarNet,
+) -> None:
+    """Warm start: Adam on the prior loss |x - Phi(x)|^2 of truth crops (4x the batch) alone."""
+    opt = torch.optim.Adam(solver.prior.parameters(), lr=lr)
+    for _ in range(steps):
+        zt = (_crops(train, 4 * batch, crop, every, gen) - mean) / std
+        loss = ((zt - solver.prior(zt)) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        res.prior_loss.append(float(loss.detach()))
 
 
 def fit_fourdvarnet(
@@ -140,6 +162,7 @@ def fit_fourdvarnet(
     prior_weight: float = 0.5,
     eval_every: int = 25,
     patience: int = 6,
+    prior_steps: int = 0,
     max_seconds: float = math.inf,
     generator: torch.Generator | None = None,
     progress: bool = False,
@@ -150,9 +173,14 @@ def fit_fourdvarnet(
 ) -> FitResult4DVarNet:
     """Train ``solver`` (prior, lambdas and ConvLSTM) end to end on windows ``train`` (W, T, n).
 
+    First ``prior_steps`` Adam steps fit the prior alone on the truth crops (the prior loss
+    |x - Phi(x)|^2 only; a warm start, not in the paper, that saves most of the end-to-end
+    steps on a CPU budget), then the joint loss trains everything.
+
     ``val`` (V, T, n) gets fixed observations drawn with seed 0 of a generator of its own.
     Every ``eval_every`` steps the validation normalised error MSE/std^2 is computed; the
-    best weights are kept and training stops after ``patience`` evaluations without
+    best weights are kept, the learning rate is halved after an evaluation without
+    improvement, and training stops after ``patience`` evaluations without
     improvement, after ``steps`` steps or ``max_seconds``. ``result``/``optimizer_state``/
     ``best_state`` continue an interrupted run (the solver holding its latest weights); ``on_eval(result, best_state, optimizer_state)`` is called
     after each evaluation (checkpointing).
@@ -174,13 +202,13 @@ def fit_fourdvarnet(
     if res.val_score:
         bad = len(res.val_score) - 1 - res.val_score.index(min(res.val_score))
     t0 = time.perf_counter() - res.wall_s
-    bar = tqdm(range(res.steps_done, steps), disable=not progress, desc="4dvarnet", initial=res.steps_done, total=steps)
+    if res.steps_done == 0 and not res.prior_loss:
+        _fit_prior(solver, train, mean, std, prior_steps, batch, crop, every, lr, gen, res)
+    todo = range(res.steps_done, res.steps_done if res.stopped_early else steps)
+    bar = tqdm(todo, disable=not progress, desc="4dvarnet", initial=res.steps_done, total=steps)
     for step in bar:
         solver.train()
-        w = torch.randint(train.shape[0], (batch,), generator=gen)
-        start = torch.randint(0, train.shape[1] - crop + 1, (batch,), generator=gen) // every * every
-        idx = start.view(-1, 1) + torch.arange(crop)
-        x = train[w.view(-1, 1), idx]
+        x = _crops(train, batch, crop, every, gen)
         y, _ = observe_windows(x, every, frac, sigma, gen)
         zt = (x - mean) / std
         zy, m = normalise(y, mean, std)
@@ -205,8 +233,10 @@ def fit_fourdvarnet(
                 best = copy.deepcopy(solver.state_dict())
             else:
                 bad += 1
+                for group in opt.param_groups:  # halve the step on each evaluation without improvement
+                    group["lr"] *= 0.5
             res.wall_s = time.perf_counter() - t0
-            bar.set_postfix(loss=f"{float(rec):.4f}", val=f"{score:.4f}", best=f"{res.best_score:.4f}")
+            bar.set_postfix(loss=f"{res.train_loss[-1]:.4f}", val=f"{score:.4f}", best=f"{res.best_score:.4f}")
             if on_eval is not None:
                 on_eval(res, best, opt.state_dict())
             if bad >= patience:
