@@ -239,6 +239,8 @@ def fit_online(
     max_pairs: int | None = None,
     clip: float = 5.0,
     skip: int = 10,
+    lr: float = 1e-3,
+    lr_online: float | None = None,
     log: Callable[[str], None] | None = None,
     **fit_kwargs: Any,
 ) -> tuple[list[FitResult], list[float]]:
@@ -246,13 +248,15 @@ def fit_online(
 
     Each round cycles ``net`` over the training segments, adds the pairs it
     met to the training set (keeping the newest ``max_pairs``) and refits for
-    ``epochs_online`` epochs from the current weights, with early stopping on
+    ``epochs_online`` epochs from the current weights (learning rate
+    ``lr_online``, default ``lr``: a smaller one keeps what was learnt), with early stopping on
     the pairs met when cycling the validation segments. The weights kept are
     those of the round with the lowest cycled validation rmse (after ``skip``
     cycles of each segment). Returns the fits and the cycled validation rmse
     after each of them.
     """
-    results = [fit_cnn_analysis(net, first, first_valid, index, epochs=epochs, **fit_kwargs)]
+    results = [fit_cnn_analysis(net, first, first_valid, index, epochs=epochs, lr=lr, **fit_kwargs)]
+    lr_online = lr if lr_online is None else lr_online
     scores: list[float] = []
     best, best_state = math.inf, copy.deepcopy(net.state_dict())
     data = first
@@ -273,6 +277,8 @@ def fit_online(
         new_valid = pairs_from_cycle(fv, valid.y, valid.target, clip)
         if len(new_valid) == 0:
             new_valid = first_valid
-        results.append(fit_cnn_analysis(net, data, new_valid, index, epochs=epochs_online, **fit_kwargs))
+        results.append(
+            fit_cnn_analysis(net, data, new_valid, index, epochs=epochs_online, lr=lr_online, **fit_kwargs)
+        )
     net.load_state_dict(best_state)
     return results, scores

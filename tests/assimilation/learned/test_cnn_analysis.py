@@ -164,7 +164,7 @@ def test_cycle_forecasts_follow_the_model_without_training() -> None:
 TINY = [
     "train_cycles=600", "valid_cycles=200", "test_cycles=300", "rounds=1", "epochs=3", "epochs_online=2",
     "channels=16", "blocks=1", "burn_in=50", "segment=25", "valid_segment=50", "spinup=100",
-    "variants=[truth]", "clim_steps=3000",
+    "variants=[truth]", "clim_steps=3000", "lr_online=2e-3",
 ]
 TINY_BAR = 0.45
 

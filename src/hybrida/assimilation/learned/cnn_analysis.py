@@ -173,6 +173,18 @@ class CNNAnalysis(LearnedAnalysis):
         self.target = str(target)
         self.info = dict(info or {})
 
+    def initial_state(
+        self, mean: Tensor, std: Tensor | float, generator: torch.Generator | None = None
+    ) -> State:
+        """The state ``mean`` itself, after checking its size and dtype against the training (fails before cycling)."""
+        if mean.shape[-1] != self.n or mean.dtype != self.dtype:
+            raise ValueError(
+                f"CNNAnalysis: trained for n={self.n}, p={self.p} observations, "
+                f"{str(self.dtype).removeprefix('torch.')}; got a state of n={mean.shape[-1]}, "
+                f"{str(mean.dtype).removeprefix('torch.')} (train it for this state size, or cast the experiment's dtype)"
+            )
+        return super().initial_state(mean, std, generator)
+
     def analyse(
         self, prior: State, obs: Observation, t: float = 0.0, generator: torch.Generator | None = None
     ) -> State:
