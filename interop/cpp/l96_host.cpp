@@ -10,9 +10,11 @@
 //   resolvent: x_{k+1} = M(x_k) + c(x_k), M the RK4 step of L96;
 //   tendency:  RK4 of dx/dt = f(x) + c(x) (hybrida.models.integrators.rk4_step).
 // Bit-for-bit agreement needs the same floating-point operations as torch's kernels, in the same
-// order: the L96 tendency is fma(x_{i+1} - x_{i-2}, x_{i-1}, F - x_i) (torch.addcmul) and the fast
-// resolvent step fuses its alpha-scaled adds (torch.add(a, b, alpha=h) = fma(b, h, a)); everything
-// else is compiled with -ffp-contract=off so that no other product is fused.
+// order: the L96 tendency is mad(x_{i+1} - x_{i-2}, x_{i-1}, F - x_i) (torch.addcmul) and the fast
+// resolvent step's alpha-scaled adds are mad(b, h, a) (torch.add(a, b, alpha=h)), where mad is one
+// fma on CPUs where torch runs vectorised kernels (AVX2, AVX-512) and a*b + c (two roundings) with
+// its scalar kernels; the reference file says which. Everything else is compiled with
+// -ffp-contract=off so that no other product is fused.
 #include <cmath>
 #include <cstdint>
 #include <fstream>
@@ -31,11 +33,15 @@ constexpr int64_t N = 40;
 constexpr double F = 8.0, DT = 0.05;
 using State = std::vector<double>;
 
+// a*b + c as torch computes it: one rounding (fma) in its vectorised kernels, two in its scalar ones.
+bool fused = true;
+inline double mad(double a, double b, double c) { return fused ? std::fma(a, b, c) : a * b + c; }
+
 // Lorenz (1996): dx_i/dt = (x_{i+1} - x_{i-2}) x_{i-1} - x_i + F on a periodic ring.
 State tendency(const State& x) {
   State out(N);
   for (int64_t i = 0; i < N; ++i)
-    out[i] = std::fma(x[(i + 1) % N] - x[(i + N - 2) % N], x[(i + N - 1) % N], F - x[i]);
+    out[i] = mad(x[(i + 1) % N] - x[(i + N - 2) % N], x[(i + N - 1) % N], F - x[i]);
   return out;
 }
 
@@ -44,15 +50,15 @@ State physics_step(const State& x) {
   const double h = 0.5 * DT;
   State s(N), acc(N), out(N);
   State k1 = tendency(x);
-  for (int64_t i = 0; i < N; ++i) s[i] = std::fma(k1[i], h, x[i]);
+  for (int64_t i = 0; i < N; ++i) s[i] = mad(k1[i], h, x[i]);
   State k2 = tendency(s);
-  for (int64_t i = 0; i < N; ++i) s[i] = std::fma(k2[i], h, x[i]);
+  for (int64_t i = 0; i < N; ++i) s[i] = mad(k2[i], h, x[i]);
   State k3 = tendency(s);
-  for (int64_t i = 0; i < N; ++i) s[i] = std::fma(k3[i], DT, x[i]);
+  for (int64_t i = 0; i < N; ++i) s[i] = mad(k3[i], DT, x[i]);
   State k4 = tendency(s);
   for (int64_t i = 0; i < N; ++i) {
-    acc[i] = std::fma(k3[i], 2.0, std::fma(k2[i], 2.0, k1[i]));
-    out[i] = std::fma(acc[i] + k4[i], DT / 6.0, x[i]);
+    acc[i] = mad(k3[i], 2.0, mad(k2[i], 2.0, k1[i]));
+    out[i] = mad(acc[i] + k4[i], DT / 6.0, x[i]);
   }
   return out;
 }
@@ -94,7 +100,7 @@ State hybrid_step(const State& x, const std::string& kind, Correction& c) {
 }
 
 struct Reference {
-  int64_t n = 0, steps = 0, kind = -1;
+  int64_t n = 0, steps = 0, kind = -1, fused = 1;
   double F = 0, dt = 0;
   std::vector<double> traj;  // (steps + 1) * n
 };
@@ -107,8 +113,9 @@ Reference read_reference(const std::string& path) {
   double fd[2];
   in.read(reinterpret_cast<char*>(&magic), 8);
   in.read(reinterpret_cast<char*>(&r.n), 8).read(reinterpret_cast<char*>(&r.steps), 8);
-  in.read(reinterpret_cast<char*>(&r.kind), 8).read(reinterpret_cast<char*>(fd), 16);
-  if (!in || magic != 960417 || r.n < 1 || r.steps < 1 || r.n * (r.steps + 1) > (int64_t{1} << 27))
+  in.read(reinterpret_cast<char*>(&r.kind), 8).read(reinterpret_cast<char*>(&r.fused), 8);
+  in.read(reinterpret_cast<char*>(fd), 16);
+  if (!in || magic != 960417 || r.n < 1 || (r.fused != 0 && r.fused != 1) || r.steps < 1 || r.n * (r.steps + 1) > (int64_t{1} << 27))
     throw hybrida::Error(HYB_ERR_FILE, path + ": not a trajectory reference of make_reference.py");
   r.F = fd[0], r.dt = fd[1];
   r.traj.resize(r.n * (r.steps + 1));
@@ -124,6 +131,7 @@ int run(int argc, char** argv) {
   if (ref.n != N || ref.F != F || ref.dt != DT)
     throw hybrida::Error(HYB_ERR_ARG, std::string(argv[2]) + ": reference of another L96 (n=" + std::to_string(ref.n) +
                                           "); this host runs n=40, F=8, dt=0.05");
+  fused = ref.fused == 1;
   int64_t n_passed = N;
   if (argc == 4) {
     try {
@@ -148,7 +156,7 @@ int run(int argc, char** argv) {
     if (!std::isfinite(x[0])) diff = INFINITY;
   }
   std::cout << "C++ host: L96 n=40 + " << kind << " correction, " << ref.steps
-            << " steps: max |host - python| = " << diff << " (bar 1e-10)" << std::endl;
+            << " steps (" << (fused ? "fused" : "unfused") << " multiply-adds): max |host - python| = " << diff << " (bar 1e-10)" << std::endl;
   return diff <= 1e-10 ? 0 : 1;
 }
 

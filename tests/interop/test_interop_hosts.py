@@ -31,9 +31,9 @@ def _load_make_reference():
     return module
 
 
-def test_torch_l96_step_is_the_fma_arithmetic_of_the_hosts():
-    """The hosts' bit-for-bit agreement rests on this: torch's L96 RK4 step is exactly the fused-multiply-add sequence."""
-    assert _load_make_reference().fma_arithmetic_check()
+def test_torch_l96_step_is_an_arithmetic_the_hosts_know():
+    """The hosts' bit-for-bit agreement rests on this: torch's L96 RK4 step is exactly the fused or unfused sequence."""
+    assert _load_make_reference().l96_arithmetic() in ("fused", "unfused")
 
 
 def _build_reason() -> str | None:
@@ -83,8 +83,8 @@ def test_hosts_reproduce_python_trajectory(data, kind):
 def test_hosts_see_a_perturbed_reference(data, tmp_path):
     """The comparison can fail: 1e-13 on one initial value grows past 1e-10 in 1000 chaotic steps."""
     raw = bytearray((data / "reference_resolvent.bin").read_bytes())
-    x0 = np.frombuffer(raw, dtype="<f8", count=1, offset=48).copy() + 1e-13
-    raw[48:56] = x0.tobytes()
+    x0 = np.frombuffer(raw, dtype="<f8", count=1, offset=56).copy() + 1e-13  # after 5 int64 + F, dt
+    raw[56:64] = x0.tobytes()
     (tmp_path / "ref.bin").write_bytes(bytes(raw))
     for host in _hosts():
         r = _run(BUILD / host, data / "correction_resolvent.torchscript.pt", tmp_path / "ref.bin")
