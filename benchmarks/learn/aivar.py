@@ -100,7 +100,7 @@ def main() -> None:
         "## AI-Var: a network trained on the 3D-Var cost (Keller & Potthast 2024)",
         "",
         ("L96 n=40, F=8, dt 0.05, observed every step, σo=1. B = 0.02 × climatological covariance, the B of our "
-         "iterative 3D-Var (tuned xB). AI-Var: MLP (2×256, tanh) in the control variable x = x_b + B^½ v with a "
+         "iterative 3D-Var (tuned xB). AI-Var: MLP (2×128, tanh) in the control variable x = x_b + B^½ v with a "
          "linear innovation path, trained on the mean 3D-Var cost (no truth, no analyses) of 3D-Var-cycled "
          "backgrounds with random observation masks, then refitted on its own cycled backgrounds "
          "(`hybrida learn analysis aivar`, headline config). Test: 3000 new cycles (burn-in 400), both methods from "

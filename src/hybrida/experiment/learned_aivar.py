@@ -66,7 +66,7 @@ class AIVarConfig(_Strict):
     burn_in: int = Field(400, ge=0, description="cycles dropped from each cycled stretch and from the test score")
     cycle_burn_in: int = Field(50, ge=0, description="cycles dropped from the training/validation backgrounds")
     test_initial_std: float = Field(1.0, gt=0, description="std of the initial error of every cycled test method")
-    hidden: int = Field(256, ge=1, description="MLP width")
+    hidden: int = Field(128, ge=1, description="MLP width")
     depth: int = Field(2, ge=1, description="MLP hidden layers")
     activation: str = Field("tanh", description="MLP activation: tanh, gelu, silu")
     epochs: int = Field(80, ge=1, description="epochs of the first fit")
@@ -77,7 +77,7 @@ class AIVarConfig(_Strict):
     patience: int = Field(15, ge=1, description="epochs without validation improvement before a fit stops")
     full_fraction: float = Field(0.5, ge=0, le=1, description="fraction of training cases keeping all observations")
     drop_max: float = Field(0.5, ge=0, lt=1, description="largest random drop-out rate of the other cases")
-    time_limit_s: float = Field(420.0, gt=0, description="wall-clock cap of each fit (s)")
+    time_limit_s: float = Field(360.0, gt=0, description="wall-clock budget of all fits together (s)")
     bar_ratio: float = Field(1.05, gt=0, description="met when rmse <= bar_ratio x rmse of the iterative 3D-Var")
     baselines: list[str] = Field(default_factory=lambda: ["3dvar"], description="baselines: 3dvar, etkf")
     threads: int = Field(1, ge=1, description="torch threads")
@@ -178,14 +178,14 @@ def _cases(cfg: AIVarConfig, xb: torch.Tensor, y: torch.Tensor) -> tuple[torch.T
 
 
 def _fit(cfg: AIVarConfig, net: AIVarNet, data: dict, train: tuple, valid: tuple, epochs: int, first: bool,
-         gen: torch.Generator, progress: bool) -> dict:
+         gen: torch.Generator, progress: bool, budget: float) -> dict:
     obs0 = data["train"].observations[0]
     err = obs0.error
     R = err.variance if type(err).__name__ == "DiagonalError" else err.cov
     B = cfg.xB * data["clim"][1]
     res = fit_aivar(net, *train, operator=obs0.operator, B=B, R=R, valid=valid, full_fraction=cfg.full_fraction,
                     drop_max=cfg.drop_max, epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                    patience=cfg.patience, time_limit=cfg.time_limit_s, normalise=first, generator=gen,
+                    patience=cfg.patience, time_limit=budget, normalise=first, generator=gen,
                     progress=progress)
     return {"train": res.history["train"], "valid": res.history["valid"], "best_epoch": res.best_epoch,
             "stopped": res.stopped, "wall_s": res.wall_s, "epochs": res.epochs_run}
@@ -303,7 +303,9 @@ def _run(cfg: AIVarConfig, out: Path, seed: int, quick: bool, resume: bool, say:
             train = (torch.cat((train[0], own_tr)), torch.cat((train[1], y_tr)))
             valid = (own_va, y_va)
         say(f"fit {r}: {train[0].shape[0]} training cases ...")
-        fit = _fit(cfg, net, data, train, valid, cfg.epochs if r == 0 else cfg.refine_epochs, r == 0, gen_fit, bars)
+        budget = max(cfg.time_limit_s - sum(f["wall_s"] for f in ckpt["fits"]), 5.0)
+        fit = _fit(cfg, net, data, train, valid, cfg.epochs if r == 0 else cfg.refine_epochs, r == 0, gen_fit, bars,
+                   budget)
         ckpt["fits"].append(fit)
         ckpt["net"] = {k: v.clone() for k, v in net.state_dict().items()}
         atomic_torch_save(ckpt, ckpt_path)

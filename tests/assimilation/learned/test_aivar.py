@@ -233,10 +233,10 @@ def test_set_normalisation_ignores_missing() -> None:
 
 
 TINY = ["train_cycles=700", "seed_cycles=700", "valid_cycles=200", "test_cycles=500", "burn_in=150",
-        "clim_steps=3000", "epochs=20", "hidden=64", "refine_rounds=0", "patience=6"]
+        "clim_steps=3000", "epochs=30", "batch_size=64", "hidden=64", "refine_rounds=0", "patience=6"]
 
 
-@pytest.mark.parametrize("lr", [1e-3, 0.0])
+@pytest.mark.parametrize("lr", [3e-3, 0.0])
 def test_pipeline_tiny_bar(tmp_path, lr: float) -> None:
     """A tiny run (sakov2008 observations) is within 10% of the iterative 3D-Var; untrained (lr=0) it is not."""
     from hybrida.experiment.learned_aivar import run
