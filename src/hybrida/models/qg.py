@@ -41,7 +41,8 @@ class QGModel(Model):
     i.e. ``x.reshape(..., 2, ny, nx)`` with x along the last axis (pyqg's
     ``(nz, ny, nx)`` array order). Units are pyqg's (s⁻¹ for q, s for ``dt``).
     Defaults are pyqg's (nx=64, L=10⁶ m, β=1.5·10⁻¹¹, rd=15 km, δ=0.25,
-    U1=0.025 m/s, U2=0, r_ek=5.787·10⁻⁷ s⁻¹, dt=7200 s).
+    U1=0.025 m/s, U2=0, r_ek=5.787·10⁻⁷ s⁻¹, dt=7200 s). ``spinup_time`` and
+    ``seed`` set :meth:`initial_state`.
     """
 
     nz = 2
@@ -61,6 +62,8 @@ class QGModel(Model):
         filterfac: float = 23.6,
         dt: float = 7200.0,
         scheme: str = "rk4",
+        spinup_time: float = 3 * 360 * 86400.0,
+        seed: int = 0,
     ) -> None:
         ny = nx if ny is None else ny
         for name, v in (("nx", nx), ("ny", ny)):
@@ -75,6 +78,9 @@ class QGModel(Model):
                 raise ValueError(f"QGModel: {name} must be finite, got {v}")
         if rek < 0 or filterfac < 0:
             raise ValueError(f"QGModel: rek and filterfac must be >= 0, got {rek}, {filterfac}")
+        if not math.isfinite(float(spinup_time)) or spinup_time < 0:
+            raise ValueError(f"QGModel: spinup_time must be finite and >= 0, got {spinup_time}")
+        self.spinup_time, self.seed = float(spinup_time), int(seed)
         if scheme not in SCHEMES:
             raise ValueError(f"QGModel: unknown scheme {scheme!r}; choose one of: {', '.join(SCHEMES)}")
         self.nx, self.ny = int(nx), int(ny)
@@ -218,13 +224,18 @@ class QGModel(Model):
         return torch.cat([q1.reshape(-1), torch.zeros(self.ny * self.nx, dtype=torch.float64)]).to(dtype)
 
     def initial_state(
-        self, dtype: torch.dtype = torch.float64, spinup_time: float = 5 * 360 * 86400.0, seed: int = 0
+        self, dtype: torch.dtype = torch.float64, spinup_time: float | None = None, seed: int | None = None
     ) -> Tensor:
-        """A spun-up state: :meth:`random_state` (``seed``) integrated ``spinup_time`` (5 years).
+        """A spun-up state: :meth:`random_state` (``seed``) integrated ``spinup_time`` seconds.
 
-        Deterministic, computed once in float64 and cached.
+        Defaults: the model's ``seed`` and ``spinup_time`` (3 years of 360 days;
+        from pyqg's start the eddy energy saturates after ~2 years at the
+        defaults). Deterministic, computed once in float64 and cached; a
+        different ``seed`` gives an independent state on the attractor (a twin's truth).
         """
-        n_steps = max(1, round(spinup_time / self.dt))
+        spinup_time = self.spinup_time if spinup_time is None else spinup_time
+        seed = self.seed if seed is None else seed
+        n_steps = round(spinup_time / self.dt)
         key = (n_steps, seed)
         if self._x0 is None or self._x0[0] != key:
             g = torch.Generator().manual_seed(seed)
@@ -272,5 +283,6 @@ class QGModel(Model):
         return (
             f"QGModel(nx={self.nx}, ny={self.ny}, L={self.L:g}, W={self.W:g}, beta={self.beta:g}, "
             f"rd={self.rd:g}, delta={self.delta:g}, U1={self.U1:g}, U2={self.U2:g}, "
-            f"rek={self.rek:g}, filterfac={self.filterfac:g}, dt={self.dt:g}, scheme={self.scheme!r})"
+            f"rek={self.rek:g}, filterfac={self.filterfac:g}, dt={self.dt:g}, scheme={self.scheme!r}, "
+            f"spinup_time={self.spinup_time:g}, seed={self.seed})"
         )

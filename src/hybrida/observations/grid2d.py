@@ -35,7 +35,8 @@ class RandomGridObs(ObservationSystem):
     :class:`~hybrida.models.qg.QGModel` keywords; linear in q, differentiable).
     Locations are ``(p, 2)`` (row, column) in grid units with
     ``meta["grid"] = (ny, nx)``: the LETKF then localizes with distances on
-    the torus. Errors are uncorrelated with standard deviation ``std``.
+    the torus. Errors are uncorrelated with standard deviation ``std``, or
+    ``layer_std`` (one per layer: the QG layers' PV differ ~8× in amplitude).
     """
 
     def __init__(
@@ -50,6 +51,7 @@ class RandomGridObs(ObservationSystem):
         field: str = "pv",
         qg: dict[str, Any] | None = None,
         seed: int | None = None,
+        layer_std: Sequence[float] | None = None,
         every: int = 1,
         dtype: torch.dtype = torch.float64,
     ):
@@ -80,10 +82,12 @@ class RandomGridObs(ObservationSystem):
         if not 1 <= p <= total:
             raise ValueError(f"{name}: p must lie in [1, {total}] (observable points), got {p}")
         self.p = int(p)
-        std = float(std)
-        if not math.isfinite(std) or std <= 0:
-            raise ValueError(f"{name}: std must be finite and > 0, got {std}")
-        self.std = std
+        stds = [float(std)] * nz if layer_std is None else [float(v) for v in layer_std]
+        if len(stds) != nz or not all(math.isfinite(v) and v > 0 for v in stds):
+            raise ValueError(
+                f"{name}: std must be finite and > 0 (layer_std: one per layer, {nz}), got {std}, {layer_std}"
+            )
+        self.std = stds
         if field not in FIELDS:
             raise ValueError(f"{name}: unknown field {field!r}; choose one of: {', '.join(FIELDS)}")
         self.field = field
@@ -120,7 +124,7 @@ class RandomGridObs(ObservationSystem):
                 "field": self.field}
         common = {
             "y": torch.full((self.p,), float("nan"), dtype=self.dtype),
-            "error": DiagonalError(torch.full((self.p,), self.std**2, dtype=self.dtype)),
+            "error": DiagonalError(torch.tensor(self.std, dtype=self.dtype)[idx // (self.ny * self.nx)] ** 2),
             "locations": self.locations_of(idx),
             "meta": meta,
         }
@@ -136,5 +140,5 @@ class RandomGridObs(ObservationSystem):
     def __repr__(self) -> str:
         return (
             f"RandomGridObs(n={self.n}, p={self.p}, grid=({self.nz}, {self.ny}, {self.nx}), "
-            f"layers={self.layers}, field={self.field!r}, std={self.std:g}, every={self.every}, seed={self.seed})"
+            f"layers={self.layers}, field={self.field!r}, std={self.std}, every={self.every}, seed={self.seed})"
         )

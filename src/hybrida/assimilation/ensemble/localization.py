@@ -184,7 +184,7 @@ class Neighbours2D:
     i mod nx; all layers of a column share its location (no vertical
     localization). Observation ``locations`` ``(p, 2)`` are (row, column) in
     grid units; distances are Euclidean on the torus ny × nx. The padded
-    ``(ny·nx, m_max)`` table of one layer is built once (in chunks of columns,
+    ``(ny·nx, m_max)`` table of one layer is built once (in chunks of rows,
     bounded memory) and gathered by :meth:`table_at`, the interface of
     :class:`Neighbours`.
     """
@@ -214,23 +214,33 @@ class Neighbours2D:
         self.locations = locations.detach().clone()
         self.p = int(locations.shape[0])
         ny, nx = self.grid
-        nh = ny * nx
         device = locations.device
         loc = locations.detach().to(torch.float64)
-        h = torch.arange(nh, device=device)
-        rows, cols = (h // nx).double(), (h % nx).double()
-        support = 2.0 * self.half_width
-        chunk = max(1, self.CHUNK_ELEMENTS // max(self.p, 1))
+
+        def axis(size: int, coord: Tensor) -> Tensor:
+            grid_line = torch.arange(size, device=device, dtype=torch.float64)[:, None]
+            return periodic_distance(grid_line, coord, float(size)) ** 2
+
+        # squared torus distance = dy²(row, obs) + dx²(column, obs): two small tables, one add
+        dy2, dx2 = axis(ny, loc[:, 0]), axis(nx, loc[:, 1])
+        support2 = (2.0 * self.half_width) ** 2
+        rows_per_chunk = max(1, self.CHUNK_ELEMENTS // max(self.p * nx, 1))
         parts: list[tuple[Tensor, Tensor]] = []
-        for s in range(0, nh, chunk):
-            dy = periodic_distance(rows[s : s + chunk, None], loc[None, :, 0], float(ny))
-            dx = periodic_distance(cols[s : s + chunk, None], loc[None, :, 1], float(nx))
-            dist = torch.sqrt(dy * dy + dx * dx)
-            inside = dist < support
-            m = int(inside.sum(-1).max()) if self.p else 0
-            order = torch.argsort((~inside).to(torch.int8), dim=-1, stable=True)[:, :m]
-            weight = taper_weights(dist.gather(-1, order), self.half_width, self.taper)
-            parts.append((order, weight * inside.gather(-1, order)))
+        for s in range(0, ny, rows_per_chunk):
+            d2 = (dy2[s : s + rows_per_chunk, None, :] + dx2[None, :, :]).reshape(-1, self.p)
+            inside = d2 < support2
+            count = inside.sum(-1)
+            m = int(count.max()) if self.p else 0
+            # pack each point's observations inside the support left, in index order (no sort):
+            # nonzero lists them row by row, so slot = rank within the row
+            r, j = inside.nonzero(as_tuple=True)
+            first = torch.cumsum(count, 0) - count
+            slot = torch.arange(r.shape[0], device=device) - first[r]
+            order = torch.zeros(inside.shape[0], m, dtype=torch.long, device=device)
+            weight = torch.zeros(inside.shape[0], m, dtype=torch.float64, device=device)
+            order[r, slot] = j
+            weight[r, slot] = taper_weights(d2[r, j].sqrt(), self.half_width, self.taper)
+            parts.append((order, weight))
         self.m_max = max(o.shape[1] for o, _ in parts)
         pad = [(torch.nn.functional.pad(o, (0, self.m_max - o.shape[1])),
                 torch.nn.functional.pad(w, (0, self.m_max - w.shape[1]))) for o, w in parts]
