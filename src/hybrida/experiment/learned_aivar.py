@@ -41,6 +41,7 @@ from hybrida.io.atomic import atomic_write
 from hybrida.io.checkpoint import atomic_torch_save
 from hybrida.learn.aivar import fit_aivar
 from hybrida.models.lorenz96 import Lorenz96
+from hybrida.observations.errors import DiagonalError
 from hybrida.observations.networks import IdentityObs, RadianceObs
 
 DESCRIPTION = "AI-Var (Keller & Potthast 2024): a network trained on the 3D-Var cost; L96 sakov2008 vs iterative 3D-Var"
@@ -181,7 +182,7 @@ def _fit(cfg: AIVarConfig, net: AIVarNet, data: dict, train: tuple, valid: tuple
          gen: torch.Generator, progress: bool, budget: float) -> dict:
     obs0 = data["train"].observations[0]
     err = obs0.error
-    R = err.variance if type(err).__name__ == "DiagonalError" else err.cov
+    R = err.variance if isinstance(err, DiagonalError) else err.cov
     B = cfg.xB * data["clim"][1]
     res = fit_aivar(net, *train, operator=obs0.operator, B=B, R=R, valid=valid, full_fraction=cfg.full_fraction,
                     drop_max=cfg.drop_max, epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr,
