@@ -1,12 +1,12 @@
 """Train, save and export the learned parts the interop hosts call, and write the Python reference files.
 
-Usage: python interop/make_reference.py OUTDIR [--epochs N]
+Usage: python interop/make_reference.py OUTDIR [--epochs N] [--lr-scale S]
 
-Writes into OUTDIR (all seeded, ~10 s on one core):
+Writes into OUTDIR (all seeded, ~15 s of CPU on one core):
 
-- ``correction_{resolvent,tendency}.pt`` and their TorchScript exports (+ manifests): PolyConv
-  corrections of L96 (n=40, F=8, dt=0.05) fitted with :func:`hybrida.learn.correction.fit_correction`
-  on a short truth run of :class:`~hybrida.models.lorenz96_variants.Lorenz96Cubic` (F=8.5, gamma=0.04);
+- ``correction_{resolvent,tendency}.pt`` and their TorchScript exports (+ manifests, written by the
+  ``hybrida export`` command): PolyConv corrections of L96 (n=40, F=8, dt=0.05) fitted with
+  :func:`hybrida.learn.correction.fit_correction` on a short truth run of :class:`~hybrida.models.lorenz96_variants.Lorenz96Cubic` (F=8.5, gamma=0.04);
 - ``reference_{resolvent,tendency}.bin``: the Python ``CorrectedModel`` trajectory (1000 steps);
 - ``surrogate.pt`` and its export: a ResidualCNN surrogate (rk4 scheme) fitted on an L96 run;
 - ``surrogate_reference.bin``: x, dx, dy, Python's M dx (torch.func.jvp) and M^T dy (vjp), and the
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hybrida.io.export import export_file
+from hybrida.io.export import default_out
 from hybrida.learn.correction import correction_targets, fit_correction
 from hybrida.learn.correction_persist import load_correction, save_correction
 from hybrida.learn.persist import load_surrogate, save_surrogate
@@ -89,6 +89,14 @@ def l96_arithmetic() -> str | None:
     return None
 
 
+def hybrida_export(src: Path) -> Path:
+    """Export a saved part with the ``hybrida export`` command (in-process) to TorchScript float64, beside it."""
+    from hybrida.cli import app
+
+    app(["export", str(src), "--format", "torchscript", "--dtype", "float64"], standalone_mode=False)
+    return default_out(src, "torchscript")
+
+
 def train_corrections(out: Path, epochs: int, lr: float, fused: bool) -> dict[str, dict[str, float]]:
     """Fit, save, reload and export both kinds of correction; write their 1000-step Python trajectories."""
     truth = Lorenz96Cubic(N, F=8.5, gamma=0.04, dt=DT)
@@ -103,7 +111,7 @@ def train_corrections(out: Path, epochs: int, lr: float, fused: bool) -> dict[st
                                 batch_size=100, lr=lr, patience=30, seed=0, progress=False)
         cfg = {"truth": repr(truth), "train_states": 500, "epochs": epochs, "lr": lr, "seed": 0}
         src = save_correction(out / f"correction_{kind}.pt", hyb, cfg)
-        export_file(src, fmt="torchscript")
+        hybrida_export(src)
         model = load_correction(src, Lorenz96(N, F, DT))  # what a user of the file gets
         with torch.no_grad():
             phys_err = float(correction_targets(physics, test).pow(2).mean().sqrt())
@@ -125,7 +133,7 @@ def train_surrogate(out: Path, epochs: int, lr: float) -> dict[str, float]:
     model = SurrogateModel.from_trajectory(net, run[:400], DT, "rk4")
     fit(model, run[:400], run[400:], epochs=epochs, batch_size=64, lr=lr, seed=0, progress=False)
     src = save_surrogate(out / "surrogate.pt", model, {"epochs": epochs, "lr": lr, "train_states": 400, "seed": 0})
-    export_file(src, fmt="torchscript")
+    hybrida_export(src)
     model = load_surrogate(src)
     g = torch.Generator().manual_seed(18)
     x, dx, dy = test[-1], torch.randn(N, generator=g, dtype=torch.float64), torch.randn(N, generator=g, dtype=torch.float64)
