@@ -6,7 +6,8 @@ Writes into OUTDIR (all seeded, ~15 s of CPU on one core):
 
 - ``correction_{resolvent,tendency}.pt`` and their TorchScript exports (+ manifests, written by the
   ``hybrida export`` command): PolyConv corrections of L96 (n=40, F=8, dt=0.05) fitted with
-  :func:`hybrida.learn.correction.fit_correction` on a short truth run of :class:`~hybrida.models.lorenz96_variants.Lorenz96Cubic` (F=8.5, gamma=0.04);
+  :func:`hybrida.learn.correction.fit_correction` on a short truth run of
+  :class:`~hybrida.models.lorenz96_variants.Lorenz96Cubic` (F=8.5, gamma=0.04);
 - ``reference_{resolvent,tendency}.bin``: the Python ``CorrectedModel`` trajectory (1000 steps);
 - ``surrogate.pt`` and its export: a ResidualCNN surrogate (rk4 scheme) fitted on an L96 run;
 - ``surrogate_reference.bin``: x, dx, dy, Python's M dx (torch.func.jvp) and M^T dy (vjp), and the
