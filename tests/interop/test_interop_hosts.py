@@ -7,6 +7,7 @@ here; otherwise they skip with that reason. The arithmetic the hosts rely on is 
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import json
 import os
@@ -54,12 +55,19 @@ def _build_reason() -> str | None:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    reason = _build_reason()
-    if reason:
-        pytest.skip(reason)
-    out = tmp_path_factory.mktemp("interop")
-    subprocess.run([sys.executable, INTEROP / "make_reference.py", out], check=True,
-                   capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    """The parts and references, made once per session (pytest-xdist workers share them under a lock)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # this session's folder, above the workers' own
+    out = base / "interop-data"
+    with open(base / "interop-data.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        reason = _build_reason()
+        if reason:
+            pytest.skip(reason)
+        if not (out / "reference.json").is_file():
+            subprocess.run([sys.executable, INTEROP / "make_reference.py", out], check=True,
+                           capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     return out
 
 
