@@ -90,7 +90,7 @@ class AmortisedConfig(_Strict):
 QUICK = {
     "train_trajectories": 32, "train_cycles": 200, "valid_trajectories": 4, "valid_cycles": 200,
     "test_cycles": 1500, "test_burn_in": 200, "tune_cycles": 400, "channels": 16, "depth": 3,
-    "max_steps": 250, "max_minutes": 3.0, "valid_every": 50, "letkf_loc": [2.0, 3.0], "letkf_infl": [1.1, 1.2],
+    "max_steps": 250, "max_minutes": 4.0, "valid_every": 50, "letkf_loc": [2.0, 3.0], "letkf_infl": [1.1, 1.2],
     "bar": 1.1,
 }
 

@@ -257,3 +257,12 @@ def test_pipeline_bad_override_names_the_field(tmp_path):
         run(tmp_path, seed=1, quick=True, overrides=["members=1"])
     with pytest.raises(ConfigError, match="observations"):
         run(tmp_path, seed=1, quick=True, overrides=["observations=radiance"])
+
+
+@pytest.mark.slow
+def test_quick_preset_meets_its_bar(tmp_path):
+    """The ``--quick`` preset (a few minutes on 1 thread) reaches its own, looser bar on its test period."""
+    from hybrida.experiment.learned_amortised import run
+
+    summary = run(tmp_path, seed=1, quick=True, overrides=["max_minutes=30"])
+    assert summary["met"], f"quick rmse {summary['rmse']:.3f} > bar {summary['bar']}"
