@@ -167,15 +167,38 @@ def build_qc(config: ExperimentConfig) -> Any:
     return instantiate(cls, dict(config.qc.params), "qc.params")
 
 
-def build(config: ExperimentConfig, observations: list[Observation] | None = None) -> Experiment:
-    """Model, network, method, nature run + observations, and initial state of ``config``.
+@dataclass
+class Prepared:
+    """A run of ``config`` before its nature run: parts, seed streams, the true start ``x0``."""
 
-    With ``observations`` (cycles 1..K, e.g. read from a file) there is no
-    nature run: ``twin.truth`` is None and ``initial.center`` must be
-    ``reference``. The initial state is drawn from the same seed stream as in
-    the twin, so a twin and the assimilation of its written observations give
-    identical analyses.
-    """
+    config: ExperimentConfig
+    model: Model
+    truth_model: Model
+    obs_system: ObservationSystem
+    method: AssimilationMethod
+    qc: Any
+    generators: dict[str, torch.Generator]
+    seeds: dict[str, int]
+    x_ref: Tensor
+    x0: Tensor
+    climatology: tuple[Tensor, Tensor] | None
+
+    def initial(self, twin: Twin) -> State:
+        """The initial state around the truth's start or the reference state (``initial.center``)."""
+        center = twin.truth[0] if self.config.initial.center == "truth" else self.x_ref
+        return self.method.initial_state(center, self.config.initial.std, generator=self.generators["initial"])
+
+    def experiment(self, twin: Twin) -> Experiment:
+        """The :class:`Experiment` with this ``twin`` and its initial state."""
+        return Experiment(
+            config=self.config, model=self.model, obs_system=self.obs_system, method=self.method, twin=twin,
+            initial=self.initial(twin), generators=self.generators, seeds=self.seeds,
+            climatology=self.climatology, qc=self.qc,
+        )
+
+
+def prepare(config: ExperimentConfig, observations: list[Observation] | None = None) -> Prepared:
+    """Everything of :func:`build` up to the nature run (vectorised runs batch the nature runs)."""
     if observations is not None and config.initial.center == "truth":
         raise ConfigError(
             "initial.center: 'truth' needs a nature run; with observations from a file use 'reference'"
@@ -207,22 +230,22 @@ def build(config: ExperimentConfig, observations: list[Observation] | None = Non
     method, clim = build_method(config, model, x_ref)
     if qc is not None and getattr(qc, "B", False) is None:
         qc.B = getattr(method, "B", None)  # a single-state method's static B gives the check its HBH^T
+    return Prepared(config, model, truth_model, obs_system, method, qc, gens, seeds, x_ref, x0, clim)
+
+
+def build(config: ExperimentConfig, observations: list[Observation] | None = None) -> Experiment:
+    """Model, network, method, nature run + observations, and initial state of ``config``.
+
+    With ``observations`` (cycles 1..K, e.g. read from a file) there is no
+    nature run: ``twin.truth`` is None and ``initial.center`` must be
+    ``reference``. The initial state is drawn from the same seed stream as in
+    the twin, so a twin and the assimilation of its written observations give
+    identical analyses.
+    """
+    p = prepare(config, observations)
     if observations is None:
-        n_state = model.n if truth_model.n > model.n else None
-        twin = make_twin(truth_model, obs_system, x0, config.cycles, gens["truth"], n_state=n_state)
+        n_state = p.model.n if p.truth_model.n > p.model.n else None
+        twin = make_twin(p.truth_model, p.obs_system, p.x0, config.cycles, p.generators["truth"], n_state=n_state)
     else:
         twin = Twin(truth=None, observations=list(observations), steps_per_cycle=config.observations.every)
-    center = twin.truth[0] if config.initial.center == "truth" else x_ref
-    initial = method.initial_state(center, config.initial.std, generator=gens["initial"])
-    return Experiment(
-        config=config,
-        model=model,
-        obs_system=obs_system,
-        method=method,
-        twin=twin,
-        initial=initial,
-        generators=gens,
-        seeds=seeds,
-        climatology=clim,
-        qc=qc,
-    )
+    return p.experiment(twin)

@@ -124,6 +124,9 @@ def _check_forcing(F: float | Tensor, n: int) -> float | Tensor:
     return F
 
 
+#: spun-up initial states by (n, F, dt, spin-up steps), for rings up to SEED_ALL_ABOVE variables
+_SPUN_UP: dict[tuple, Tensor] = {}
+
 #: above this size :meth:`Lorenz96.initial_state` kicks every variable, not x_0 alone
 SEED_ALL_ABOVE = 1000
 
@@ -175,6 +178,9 @@ class Lorenz96(ODEModel):
         variable gets its own 0.01-sized kick (a fixed-seed draw): a lone kick
         would leave most of a 10^6-variable ring at rest after the spin-up.
         """
+        key = None if isinstance(self.F, Tensor) else (self.n, float(self.F), float(self.dt), spinup_steps)
+        if key in _SPUN_UP:  # shared by instances: sweeps build one model per run
+            self._x0 = (spinup_steps, _SPUN_UP[key])
         if self._x0 is None or self._x0[0] != spinup_steps:
             with torch.no_grad():
                 F = self.F.detach().double().cpu() if isinstance(self.F, Tensor) else self.F
@@ -185,6 +191,8 @@ class Lorenz96(ODEModel):
                     x[..., 0] += 0.01
                 x = self.forecast(x, spinup_steps)
             self._x0 = (spinup_steps, x)
+            if key is not None and self.n <= SEED_ALL_ABOVE:
+                _SPUN_UP[key] = x
         return self._x0[1].to(dtype).clone()
 
     def __repr__(self) -> str:
