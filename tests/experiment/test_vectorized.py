@@ -37,7 +37,7 @@ def test_each_run_equals_its_unbatched_run(preset, method):
 
 
 def test_a_diverging_run_does_not_touch_the_others():
-    configs = _configs("lorenz96/sakov2008", ["method.name=etkf", "method.params.N=10"], [1.02, 1e-3], [1], 30)
+    configs = _configs("lorenz96/sakov2008", ["method.name=etkf", "method.params.N=10"], [1.02, 1e8], [1], 30)
     good, bad = run_vectorized(configs)
     alone = run_experiment(configs[0], None, progress=False).summary
     assert good["rmse_a"] == pytest.approx(alone["rmse_a"], abs=1e-12, rel=0)
@@ -45,11 +45,11 @@ def test_a_diverging_run_does_not_touch_the_others():
 
 
 def test_what_cannot_be_batched_is_refused_with_the_reason():
-    base = _configs("lorenz96/sakov2008", ["method.name=etkf", "method.params.N=10"], [1.02], [1, 2], 10)
+    base = _configs("lorenz96/sakov2008", ["method.name=etkf", "method.params.N=10"], [1.02], [1, 2], 20)
     assert why_not_vectorizable(base) is None
-    other_n = base[:1] + _configs("lorenz96/sakov2008", ["method.name=etkf", "method.params.N=12"], [1.02], [3], 10)
+    other_n = base[:1] + _configs("lorenz96/sakov2008", ["method.name=etkf", "method.params.N=12"], [1.02], [3], 20)
     assert "differ in more than" in why_not_vectorizable(other_n)
     assert split_groups(other_n) == [[0], [1]]
-    enkf = _configs("lorenz96/sakov2008", ["method.name=enkf", "method.params.N=10"], [1.02], [1], 10)
+    enkf = _configs("lorenz96/sakov2008", ["method.name=enkf", "method.params.N=10"], [1.02], [1], 20)
     with pytest.raises(ConfigError, match="not vectorised"):
         run_vectorized(enkf)
