@@ -42,7 +42,7 @@ from hybrida.experiment.reanalysis import assimilate
 from hybrida.experiment.twin import climatology, make_twin
 from hybrida.io.atomic import atomic_write
 from hybrida.io.checkpoint import atomic_torch_save
-from hybrida.learn.cnn_analysis import AnalysisPairs, Segments, fit_online
+from hybrida.learn.cnn_analysis import AnalysisPairs, Segments, fit_online, fit_unrolled
 from hybrida.models.lorenz96 import Lorenz96
 from hybrida.observations.networks import IdentityObs
 
@@ -81,6 +81,10 @@ class CNNAnalysisConfig(_Strict):
     lr: float = Field(2e-3, ge=0, description="Adam learning rate of the first fit (cosine decay within each fit)")
     lr_online: float = Field(5e-4, ge=0, description="Adam learning rate of the online refits")
     patience: int = Field(4, ge=1, description="epochs without validation improvement before a fit stops")
+    unroll_epochs: int = Field(0, ge=0, description="epochs of the final fine-tuning through the cycle (0: none)")
+    unroll_window: int = Field(5, ge=1, description="cycles unrolled (backpropagated through) per training window")
+    unroll_lr: float = Field(5e-4, ge=0, description="Adam learning rate of the unrolled fine-tuning")
+    unroll_batch: int = Field(64, ge=1, description="windows per unrolled training step")
     etkf_N: int = Field(28, ge=2, description="ETKF members (reanalysis and baseline)")
     etkf_infl: float = Field(1.02, ge=1, description="ETKF multiplicative inflation")
     xB: float = Field(0.02, gt=0, description="3D-Var background scaling of the climatological B")
@@ -181,11 +185,20 @@ def train_variant(
         batch_size=cfg.batch_size, lr=cfg.lr, lr_online=cfg.lr_online, patience=cfg.patience,
         generator=torch.Generator().manual_seed(seed + 7),
     )
+    unrolled: list[float] = []
+    if cfg.unroll_epochs > 0:
+        fit = fit_unrolled(
+            net, model, train_seg, valid_seg, index, 1, window=cfg.unroll_window, epochs=cfg.unroll_epochs,
+            batch_size=cfg.unroll_batch, lr=cfg.unroll_lr, patience=cfg.patience, skip=min(10, cfg.valid_segment // 2),
+            generator=torch.Generator().manual_seed(seed + 8), log=lambda m: say(f"[{variant}] {m}"),
+        )
+        unrolled = [math.sqrt(v) for v in fit.history["valid"]]
     train_s = time.perf_counter() - t0
     history = {
         "train_s": train_s,
         "fits": [{"train": f.history["train"], "valid": f.history["valid"], "epochs": f.epochs_run} for f in fits],
         "cycled_valid_rmse": scores,
+        "unrolled_valid_rmse": unrolled,
     }
     method = CNNAnalysis(net, index, 40, torch.float64, target=variant, info={"train_s": train_s, "seed": seed})
     return method, history
@@ -241,10 +254,11 @@ def _plots(out: Path, histories: dict[str, dict], series: dict[str, list[float]]
         va = [v for f in h["fits"] for v in f["valid"]]
         axes[0].plot([math.sqrt(v) for v in tr], label=f"{variant}: train")
         axes[0].plot([math.sqrt(v) for v in va], "--", label=f"{variant}: valid pairs")
-        axes[1].plot(h["cycled_valid_rmse"], "o-", label=variant)
+        scores = h["cycled_valid_rmse"] + h.get("unrolled_valid_rmse", [])
+        axes[1].plot(scores, "o-", label=variant)
     axes[0].set_xlabel("epoch (all fits)")
     axes[0].set_ylabel("analysis rmse of the pairs")
-    axes[1].set_xlabel("online round")
+    axes[1].set_xlabel("online round, then unrolled epoch")
     axes[1].set_ylabel("cycled validation rmse_a")
     for ax in axes:
         ax.legend(fontsize=7)
@@ -297,13 +311,22 @@ def run(
         torch.set_num_threads(threads)
 
 
+def _same_run(stored: Any, key: dict[str, Any]) -> bool:
+    """Whether a checkpoint's key is this run's; a field it lacks (added later) must keep the old behaviour."""
+    if not isinstance(stored, dict) or stored.get("seed") != key["seed"]:
+        return False
+    defaults = {**CNNAnalysisConfig().model_dump(), "unroll_epochs": 0}  # before unrolling existed: none
+    old = stored.get("config", {})
+    return all(old.get(k, defaults[k]) == v for k, v in key["config"].items()) and set(old) <= set(key["config"])
+
+
 def _run(cfg: CNNAnalysisConfig, out: Path, seed: int, quick: bool, resume: bool, say: Callable[[str], None]) -> dict:
     ckpt_path = out / "checkpoint.pt"
     key = {"config": cfg.model_dump(), "seed": seed}
     ckpt: dict[str, Any] = {}
     if resume and ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if ckpt.get("key") != key:
+        if not _same_run(ckpt.get("key"), key):
             raise ConfigError(f"{ckpt_path}: written for another config or seed; run without --resume")
         say(f"resuming: data and {sorted(ckpt.get('variants', {}))} from {ckpt_path}")
     t0 = time.perf_counter()
@@ -353,6 +376,7 @@ def _run(cfg: CNNAnalysisConfig, out: Path, seed: int, quick: bool, resume: bool
         "data_s": ckpt.get("data_s", math.nan),
         "bars": {v: bars[v] for v in methods},
         "cycled_valid_rmse": {v: h["cycled_valid_rmse"] for v, h in histories.items()},
+        "unrolled_valid_rmse": {v: h.get("unrolled_valid_rmse", []) for v, h in histories.items()},
     }
     for v in methods:
         summary[f"rmse_{v}"] = rmse[f"cnn_{v}"]

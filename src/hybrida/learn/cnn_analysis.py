@@ -31,7 +31,17 @@ from hybrida.assimilation.learned.cnn_analysis import CNNAnalysisNet, grid_input
 from hybrida.learn.train import FitResult
 from hybrida.models.base import Model
 
-__all__ = ["AnalysisPairs", "Segments", "cycle_forecasts", "cycled_rmse", "fit_cnn_analysis", "fit_online", "pairs_from_cycle"]
+__all__ = [
+    "AnalysisPairs",
+    "Segments",
+    "cycle_forecasts",
+    "cycled_rmse",
+    "fit_cnn_analysis",
+    "fit_online",
+    "fit_unrolled",
+    "pairs_from_cycle",
+    "unrolled_loss",
+]
 
 
 @dataclass
@@ -282,3 +292,114 @@ def fit_online(
         )
     net.load_state_dict(best_state)
     return results, scores
+
+
+def unrolled_loss(
+    net: nn.Module, model: Model, x0: Tensor, y: Tensor, target: Tensor, index: Tensor, steps_per_cycle: int
+) -> Tensor:
+    """Mean analysis MSE over W cycles of the learned filter from ``x0``, differentiable through the model.
+
+    L = 1/W sum_{j=1..W} mean_{b,i} (x^a_j - x^target_j)^2 with x^f_j = M(x^a_{j-1}),
+    x^a_j = A_theta(x^f_j, y_j), x^a_0 = ``x0`` ``(B, n)``; ``y`` ``(W, B, p)``,
+    ``target`` ``(W, B, n)``. Backpropagation through the W cycles trains the
+    analysis for what it does to the next forecasts too (training through the
+    DA cycle, Bocquet et al. 2024).
+    """
+    x = x0
+    total = x0.new_zeros(())
+    for j in range(y.shape[0]):
+        xf = model.forecast(x, steps_per_cycle)
+        d, mask = grid_inputs(xf, y[j].to(xf.dtype), index)
+        x = net(xf, d, mask)
+        total = total + ((x - target[j].to(x.dtype)) ** 2).mean()
+    return total / y.shape[0]
+
+
+def fit_unrolled(
+    net: CNNAnalysisNet,
+    model: Model,
+    train: Segments,
+    valid: Segments,
+    index: Tensor,
+    steps_per_cycle: int,
+    *,
+    window: int = 5,
+    epochs: int = 8,
+    batch_size: int = 64,
+    lr: float = 5e-4,
+    patience: int = 3,
+    skip: int = 10,
+    time_limit_s: float | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> FitResult:
+    """Fine-tune ``net`` through the cycle: :func:`unrolled_loss` over ``window``-cycle stretches of the segments.
+
+    Each epoch first cycles the current network over the training segments; its
+    analyses start the windows (so the forecasts are those the learned filter
+    meets), then Adam steps over randomly drawn windows. Early stopping on the
+    cycled validation rmse (after ``skip`` cycles of each segment), best
+    weights restored. History: "train" (mean unrolled loss), "valid" (cycled
+    validation rmse, squared), "lr".
+    """
+    K, B, _ = train.target.shape
+    if window < 1 or window >= K:
+        raise ValueError(f"fit_unrolled: window must be in [1, {K - 1}] (segment length {K}), got {window}")
+    if epochs < 1 or batch_size < 1 or not lr >= 0:
+        raise ValueError(f"fit_unrolled: need epochs >= 1, batch_size >= 1, lr >= 0; got {epochs}, {batch_size}, {lr}")
+    dtype = next(net.parameters()).dtype
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    res = FitResult(history={"train": [], "valid": [], "lr": []})
+    _, av = valid.cycle(net, model, index, steps_per_cycle)
+    best = cycled_rmse(av, valid.target, skip)
+    best_state = copy.deepcopy(net.state_dict())
+    res.best_loss = best**2
+    t0 = time.perf_counter()
+    bad = 0
+    y, target = train.y.to(dtype), train.target.to(dtype)
+    bar = tqdm(range(epochs), desc="cnn analysis (unrolled)", disable=not progress, leave=False)
+    for epoch in bar:
+        _, A = train.cycle(net, model, index, steps_per_cycle)
+        starts = torch.cat((train.starts.unsqueeze(0), A), 0).to(dtype)  # row k: the analysis before cycle k+1
+        net.train()
+        total, count = 0.0, 0
+        for _ in range(max(1, B * (K - window) // batch_size)):
+            b = torch.randint(0, B, (batch_size,), generator=gen)
+            k = torch.randint(0, K - window + 1, (batch_size,), generator=gen)
+            keep = torch.isfinite(starts[k, b]).all(-1)
+            if not bool(keep.any()):
+                continue
+            b, k = b[keep], k[keep]
+            steps = k.unsqueeze(0) + torch.arange(window).unsqueeze(1)  # (W, batch)
+            loss = unrolled_loss(net, model, starts[k, b], y[steps, b], target[steps, b], index, steps_per_cycle)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach())
+            count += 1
+        net.eval()
+        _, av = valid.cycle(net, model, index, steps_per_cycle)
+        score = cycled_rmse(av, valid.target, skip)
+        res.history["train"].append(total / max(count, 1))
+        res.history["valid"].append(score**2)
+        res.history["lr"].append(lr)
+        res.epochs_run = epoch + 1
+        if log is not None:
+            log(f"unrolled epoch {epoch + 1}: cycled validation rmse_a {score:.4f}")
+        if score < best:
+            best, bad, res.best_epoch, res.best_loss = score, 0, epoch, score**2
+            best_state = copy.deepcopy(net.state_dict())
+        else:
+            bad += 1
+            if bad >= patience:
+                res.stopped = "patience"
+                break
+        if time_limit_s is not None and time.perf_counter() - t0 > time_limit_s:
+            res.stopped = "time_limit"
+            break
+    net.load_state_dict(best_state)
+    net.eval()
+    res.wall_s = time.perf_counter() - t0
+    return res
