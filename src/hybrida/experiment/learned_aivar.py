@@ -84,6 +84,11 @@ class AIVarConfig(_Strict):
     threads: int = Field(1, ge=1, description="torch threads")
 
 
+#: fields that decide the twin, B, the 3D-Var training backgrounds and the baselines' test scores
+DATA_FIELDS = ("obs", "obs_std", "radiance_width", "radiance_scale", "xB", "clim_steps", "threedvar_tol",
+               "threedvar_max_outer", "spinup", "train_cycles", "seed_cycles", "valid_cycles", "test_cycles",
+               "burn_in", "test_initial_std", "threads")
+
 QUICK: dict[str, Any] = {
     "train_cycles": 1500, "seed_cycles": 1500, "valid_cycles": 300, "test_cycles": 800, "burn_in": 200,
     "clim_steps": 5000, "epochs": 25, "refine_rounds": 0, "hidden": 128, "patience": 8, "bar_ratio": 1.10,
@@ -264,11 +269,15 @@ def _run(cfg: AIVarConfig, out: Path, seed: int, quick: bool, resume: bool, say:
          bars: bool) -> dict[str, Any]:
     ckpt_path = out / "checkpoint.pt"
     key = {"config": cfg.model_dump(), "seed": seed}
+    data_key = {"config": {k: v for k, v in key["config"].items() if k in DATA_FIELDS}, "seed": seed}
     ckpt: dict[str, Any] = {}
     if resume and ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if ckpt.get("key") != key:
-            raise ConfigError(f"{ckpt_path}: written for another config or seed; run without --resume")
+        if ckpt.get("data_key") != data_key:
+            raise ConfigError(f"{ckpt_path}: written for other data (twin, B, 3D-Var) or seed; run without --resume")
+        if ckpt.get("key") != key:  # same data, other training settings: keep the 3D-Var cycles, refit
+            say("resuming with other training settings: reusing the 3D-Var backgrounds and baselines, refitting")
+            ckpt.update(key=key, fits=[], net=None)
         say(f"resuming from {ckpt_path}: {len(ckpt.get('fits', []))} fit(s) done")
     seeds = derive_seeds(seed)
     gen_init = torch.Generator().manual_seed(seeds["initial"])
@@ -283,7 +292,8 @@ def _run(cfg: AIVarConfig, out: Path, seed: int, quick: bool, resume: bool, say:
         m3 = threedvar(cfg, data["clim"])
         xb_tr, r_tr = cycle(m3, model, tr, cfg.seed_cycles, x_tr, gen_da)
         xb_va, _ = cycle(m3, model, va, cfg.valid_cycles, x_va, gen_da)
-        ckpt = {"key": key, "seed_xb": (xb_tr, xb_va), "fits": [], "net": None, "data_s": time.perf_counter() - t0,
+        ckpt = {"key": key, "data_key": data_key, "seed_xb": (xb_tr, xb_va), "fits": [], "net": None,
+                "baselines": {}, "data_s": time.perf_counter() - t0,
                 "threedvar_train_rmse": float(torch.tensor(r_tr[cfg.cycle_burn_in :]).mean())}
         atomic_torch_save(ckpt, ckpt_path)
     xb_tr, xb_va = ckpt["seed_xb"]
@@ -325,11 +335,17 @@ def _run(cfg: AIVarConfig, out: Path, seed: int, quick: bool, resume: bool, say:
     x_te = _start(te, cfg.test_initial_std, gen_init)
     series, rmse, s_per_cycle = {}, {}, {}
     for name, m in methods.items():
-        g = torch.Generator().manual_seed(seeds["analysis"])
-        x = m.initial_state(x_te, cfg.test_initial_std, generator=g)
-        t1 = time.perf_counter()
-        _, series[name] = cycle(m, model, te, cfg.test_cycles, x, g)
-        s_per_cycle[name] = (time.perf_counter() - t1) / cfg.test_cycles
+        if name in ckpt["baselines"]:  # a baseline does not change with the training settings
+            series[name], s_per_cycle[name] = ckpt["baselines"][name]
+        else:
+            g = torch.Generator().manual_seed(seeds["analysis"])
+            x = m.initial_state(x_te, cfg.test_initial_std, generator=g)
+            t1 = time.perf_counter()
+            _, series[name] = cycle(m, model, te, cfg.test_cycles, x, g)
+            s_per_cycle[name] = (time.perf_counter() - t1) / cfg.test_cycles
+            if name != "aivar":
+                ckpt["baselines"][name] = (series[name], s_per_cycle[name])
+                atomic_torch_save(ckpt, ckpt_path)
         tail = torch.tensor(series[name][cfg.burn_in :])
         rmse[name] = float(tail.mean()) if bool(torch.isfinite(tail).all()) else math.inf
     ref = rmse.get("3dvar", math.nan)
