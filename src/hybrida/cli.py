@@ -12,7 +12,6 @@ Exit codes: 0 success (also when the filter diverged: the summary says
 from __future__ import annotations
 
 import inspect
-import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,9 +21,10 @@ from rich.table import Table
 
 from hybrida.cli_assimilate import assimilate, assimilate_config
 from hybrida.cli_data import data_app, run_enso_preset
-from hybrida.cli_errors import OneLineErrors, check_out, err_console, fail, whole_number
+from hybrida.cli_errors import OneLineErrors, check_out, err_console, fail, sanitise, whole_number
 from hybrida.cli_export import export
 from hybrida.cli_learn_analysis import learn_analysis, learn_analysis_presets
+from hybrida.cli_sweep import sweep
 from hybrida.experiment.config import (
     ConfigError,
     apply_overrides,
@@ -55,12 +55,9 @@ app.add_typer(learn_app, name="learn")
 app.add_typer(data_app, name="data")
 app.command(name="assimilate")(assimilate)
 app.command(name="export")(export)
+app.command(name="sweep")(sweep)
 learn_app.command("analysis")(learn_analysis)
 learn_app.command("analysis-presets")(learn_analysis_presets)
-
-
-def _sanitise(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "run"
 
 
 def _model_dt(data: dict[str, Any]) -> float | None:
@@ -208,7 +205,7 @@ def run(
         assimilate_config(config, out, resume, quiet)
         return
 
-    out_dir = out or Path("runs") / f"{_sanitise(config.name)}-{config.seed}"
+    out_dir = out or Path("runs") / f"{sanitise(config.name)}-{config.seed}"
     check_out(out_dir)
     for note in notes:
         err_console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
@@ -296,7 +293,7 @@ def _run_surrogate(
         raise fail(str(err)) from None
     exp_seed = config.twin_config().seed
     name = config.name if config.name.startswith(prefix) else f"{prefix}-{config.name}"
-    out_dir = out or Path("runs") / f"{_sanitise(name)}-{exp_seed}"
+    out_dir = out or Path("runs") / f"{sanitise(name)}-{exp_seed}"
     check_out(out_dir)
     t0 = time.perf_counter()
 
@@ -363,53 +360,6 @@ def learn_presets() -> None:
     for name in PRESETS:
         table.add_row(name, DESCRIPTIONS.get(name, ""))
     out_console.print(table)
-
-
-@app.command()
-def sweep(
-    config: Annotated[
-        Path, typer.Argument(help="sweep YAML: base, set, methods, N, infl, loc_rad, seeds, grid")
-    ],
-    scheduler: Annotated[
-        str | None, typer.Option("--scheduler", help="address of a running Dask scheduler")
-    ] = None,
-    workers: Annotated[
-        int, typer.Option("--workers", help="local worker processes (0: run serially in-process)")
-    ] = 2,
-    out: Annotated[
-        Path | None, typer.Option("--out", help="output folder (default runs/sweep-<name>)")
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
-) -> None:
-    """Run a grid of experiments on Dask and write runs.csv, table.csv, table.md (medians over seeds)."""
-    from hybrida.experiment.sweep import expand, load_sweep, run_sweep
-
-    try:
-        spec = load_sweep(config)
-        n_runs = len(expand(spec))
-    except ConfigError as err:
-        raise fail(str(err)) from None
-    out_dir = out or Path("runs") / f"sweep-{_sanitise(spec.name)}"
-    check_out(out_dir)
-    try:
-        result = run_sweep(
-            spec,
-            out_dir,
-            scheduler=scheduler,
-            workers=workers,
-            progress=not quiet,
-            on_start=lambda: err_console.print(f"{n_runs} runs -> {out_dir}"),
-        )
-    except ConfigError as err:  # --workers, an unreachable --scheduler
-        raise fail(str(err)) from None
-    out_console.print(result.files["table_md"].read_text(), soft_wrap=True, markup=False)
-    if "error" in result.runs:
-        failed = result.runs["error"].notna().sum()
-        if failed:
-            err_console.print(
-                f"[bold yellow]warning:[/] {failed} run(s) failed; see runs.csv", soft_wrap=True
-            )
-    out_console.print("wrote " + ", ".join(str(p) for p in result.files.values()), soft_wrap=True)
 
 
 def main() -> None:  # pragma: no cover - console entry point alias

@@ -7,6 +7,7 @@ same way as invalid configs (no boxed usage panel, no traceback).
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -76,3 +77,8 @@ def check_out(out_dir: Path) -> None:
         check_out_dir(out_dir)
     except OutDirError as err:
         raise fail(str(err)) from None
+
+
+def sanitise(name: str) -> str:
+    """``name`` as a folder name: runs of other characters than letters, digits, ``._-`` become ``-``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "run"

@@ -53,3 +53,18 @@ def test_what_cannot_be_batched_is_refused_with_the_reason():
     enkf = _configs("lorenz96/sakov2008", ["method.name=enkf", "method.params.N=10"], [1.02], [1], 20)
     with pytest.raises(ConfigError, match="not vectorised"):
         run_vectorized(enkf)
+
+
+def test_sweep_vectorize_gives_the_point_by_point_table(tmp_path):
+    from hybrida.experiment.sweep import load_sweep, run_sweep
+
+    spec = load_sweep({
+        "name": "vec", "base": "lorenz96/sakov2008", "set": {"cycles": 30, "burn_in": 0.5},
+        "methods": ["etkf", "enkf"], "N": [10], "infl": [1.02, 1.05], "seeds": [1, 2],
+    })
+    vec = run_sweep(spec, tmp_path / "v", workers=0, progress=False, vectorize=True).runs
+    one = run_sweep(spec, tmp_path / "s", workers=0, progress=False).runs
+    assert (vec["rmse_a"] - one["rmse_a"]).abs().max() < 1e-12
+    # the ETKF points ran as one batch of 4; the EnKF (random perturbations) point by point
+    assert vec.loc[vec["method"] == "etkf", "vectorized"].tolist() == [4] * 4
+    assert vec.loc[vec["method"] == "enkf", "vectorized"].isna().all()

@@ -180,6 +180,24 @@ def run_point(config_data: dict[str, Any], out_dir: str | None) -> dict[str, Any
         return {"error": f"{type(err).__name__}: {err}", "diverged": True, "rmse_a": math.nan}
 
 
+def _run_vectorized(runs: list[SweepRun], summaries: list, progress: bool) -> None:
+    """Fill ``summaries`` for the groups of ``runs`` that batch (two runs or more); leave the others None."""
+    from hybrida.experiment.vectorized import run_vectorized, split_groups, why_not_vectorizable
+
+    configs = [r.config for r in runs]
+    for group in split_groups(configs):
+        batch = [configs[i] for i in group]
+        if len(group) < 2 or why_not_vectorizable(batch) is not None:
+            continue
+        try:
+            results = run_vectorized(batch, progress=progress)
+        except Exception as err:  # noqa: BLE001 - a broken group falls back to single runs
+            log.warning("vectorised group failed (%s); running it point by point", err)
+            continue
+        for i, summary in zip(group, results):
+            summaries[i] = summary
+
+
 def aggregate(runs: pd.DataFrame, label_cols: list[str]) -> pd.DataFrame:
     """Medians over seeds of the scores, the fraction of diverged runs and the seed count."""
     keys = [c for c in label_cols if c != "seed"]
@@ -201,6 +219,7 @@ def run_sweep(
     workers: int = 2,
     progress: bool = True,
     on_start: Callable[[], None] | None = None,
+    vectorize: bool = False,
 ) -> SweepResult:
     """Run every grid point on Dask and write runs.csv, table.csv and table.md to ``out_dir``.
 
@@ -208,6 +227,9 @@ def run_sweep(
     process-based ``LocalCluster`` with ``min(workers, runs)`` single-threaded
     workers is started. ``workers=0`` runs the points serially in this process.
     ``on_start()`` is called once the workers are reachable, before the first run.
+    ``vectorize=True`` runs each group of points that differ only in seed and inflation as
+    one batch in this process (:mod:`hybrida.experiment.vectorized`; no per-run output
+    folders); the points that cannot be batched run as usual.
     """
     from tqdm.auto import tqdm
 
@@ -219,7 +241,10 @@ def run_sweep(
     runs = expand(sweep)
     payloads = [(r.config.model_dump(mode="json"), str(out / r.run_id)) for r in runs]
     summaries: list[dict[str, Any] | None] = [None] * len(runs)
-    serial = scheduler is None and workers == 0
+    if vectorize:
+        _run_vectorized(runs, summaries, progress)
+        payloads = [(cfg, d) if summaries[i] is None else None for i, (cfg, d) in enumerate(payloads)]
+    serial = (scheduler is None and workers == 0) or all(p is None for p in payloads)
     # connect first: an unreachable scheduler fails before anything is written
     client, cluster = (None, None) if serial else _client(scheduler, workers, len(payloads))
     try:
@@ -227,10 +252,12 @@ def run_sweep(
             on_start()
         out.mkdir(parents=True, exist_ok=True)
         with tqdm(total=len(runs), disable=not progress, desc=sweep.name, unit="run") as bar:
+            bar.update(sum(s is not None for s in summaries))
             if client is None:
-                for i, (cfg, d) in enumerate(payloads):
-                    summaries[i] = run_point(cfg, d)
-                    bar.update(1)
+                for i, payload in enumerate(payloads):
+                    if payload is not None:
+                        summaries[i] = run_point(*payload)
+                        bar.update(1)
             else:
                 _run_dask(client, payloads, summaries, bar)
     finally:
@@ -300,7 +327,7 @@ def _run_dask(client: Any, payloads: list, summaries: list, bar: Any) -> None:
     from distributed import as_completed
 
     futures = {
-        client.submit(run_point, cfg, d, pure=False): i for i, (cfg, d) in enumerate(payloads)
+        client.submit(run_point, *payload, pure=False): i for i, payload in enumerate(payloads) if payload is not None
     }
     for fut in as_completed(futures):
         summaries[futures[fut]] = fut.result()
