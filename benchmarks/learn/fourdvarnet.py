@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -43,16 +44,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="folder for the runs (default: a temporary one)")
     parser.add_argument("--json", default=None, help="also write all summaries to this JSON file")
     parser.add_argument("--from-json", nargs="+", default=None,
-                        help="no runs: merge the --json files of earlier runs (e.g. one per seed run side by side)")
+                        help="no runs: merge the --json files (or single summary.json files) of earlier runs")
     add_output_args(parser, SECTION)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.from_json:
         runs = {}
         for f in args.from_json:
-            for prior, rs in json.loads(Path(f).read_text()).items():
+            data = json.loads(Path(f).read_text())
+            if "prior" in data:  # one run's summary.json
+                data = {data["prior"]: [data]}
+            for prior, rs in data.items():
                 runs.setdefault(prior, []).extend(rs)
-        wall = sum(r["wall_s"] for rs in runs.values() for r in rs)
+        wall = sum(r.get("wall_s", math.nan) for rs in runs.values() for r in rs)
         body = report(runs, args, wall)
         print(body)
         if (path := output_path(args)) is not None:
@@ -142,6 +146,14 @@ def report(runs: dict[str, list[dict]], args: argparse.Namespace, wall: float) -
         "climatology; cycled: lag "
         f"{cfg['cycle_lag']}, shift 1. Cycled 4DVarNet: window of {cfg['cycle_window']} cycles ending at the analysis time."
     )
+    redo = [r for rs in runs.values() for r in rs if "fourdvar_weak_cycled_first_run" in r]
+    if redo:
+        lines.append(
+            "- the cycled FourDVar column was recomputed (same seeds, data and code path, `FourDVar(clim, xB="
+            f"{cfg['fourdvar_xb']:g}, lag={cfg['cycle_lag']}, Q={cfg['fourdvar_q']:g})`) after these runs: they had "
+            "cycled it with B = the full climatological covariance (xB 1), rmse "
+            + ", ".join(f"{r['fourdvar_weak_cycled_first_run']:.2f}" for r in redo[:3]) + "."
+        )
     lines.append(
         f"- wall time {wall / 60:.1f} min summed over runs (training, baselines, cycling; runs of different seeds "
         f"side by side on the shared 2-core machine), {'--quick' if args.quick else 'headline'}"

@@ -92,7 +92,7 @@ class FourDVarNetConfig(_Strict):
     fourdvar_windows: int = Field(2, ge=0, description="test windows also analysed by weak-constraint FourDVar")
     fourdvar_q: float = Field(0.01, gt=0, description="FourDVar model-error variance per cycle (Q = q I)")
     fourdvar_sub: int = Field(5, ge=1, description="observation times per FourDVar sub-window on the test windows")
-    fourdvar_xb: float = Field(0.05, gt=0, description="FourDVar B = xB x climatology after the first sub-window")
+    fourdvar_xb: float = Field(0.05, gt=0, description="FourDVar B = xB x climatology when cycled (after the first sub-window)")
     cycles: int = Field(300, ge=10, description="test cycles run by run_cycle (<= test_windows * window / every)")
     burn_in: int = Field(50, ge=0, description="cycles left out of the cycled time-mean rmse")
     cycle_window: int = Field(16, ge=1, description="cycles per window of the cycled 4DVarNet")
@@ -232,7 +232,7 @@ def _baselines(cfg, model, full, obs, y_test, test, mean, std, say) -> dict[str,
         }
     say("cycling weak-constraint FourDVar over the test observations")
     truth = full[:: cfg.every][: cfg.cycles + 1]
-    meth = FourDVar(clim, xB=1.0, lag=cfg.cycle_lag, shift=1, Q=cfg.fourdvar_q)
+    meth = FourDVar(clim, xB=cfg.fourdvar_xb, lag=cfg.cycle_lag, shift=1, Q=cfg.fourdvar_q)
     state = meth.initial_state(clim[0], 1.0)
     rmse = [rec.rmse_a for rec, _ in run_cycle(model, meth, state, truth, obs[: cfg.cycles], cfg.every, probabilistic_scores=False)]
     return {
