@@ -15,14 +15,15 @@
 
 Writes the "qg" section of docs/benchmarks.md.
 
-    .venv/bin/python benchmarks/reproduce/qg.py            # ~10-20 min on 2 busy cores
-    .venv/bin/python benchmarks/reproduce/qg.py --quick    # shorter runs, no DA rows
+    .venv/bin/python benchmarks/reproduce/qg.py --no-da              # sections 1-2, ~5-10 min
+    .venv/bin/python benchmarks/reproduce/qg.py --reuse-validation   # section 3 only, ~10 min
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import sys
 import time
@@ -55,8 +56,8 @@ LETKF64 = {
         "params": {"p": 1024, "layer_std": [1e-6, 1.5e-7]},
         "every": 12,
     },
-    "method": {"name": "letkf", "params": {"N": 20, "infl": 1.1, "loc_rad": 3.0}},
-    "cycles": 150,
+    "method": {"name": "letkf", "params": {"N": 20, "infl": 1.1, "loc_rad": 1.0}},
+    "cycles": 100,
     "burn_in": 60 * DAY,
     "initial": {"std": 1.5e-5, "truth_std": 0.0, "center": "reference"},
 }
@@ -173,7 +174,6 @@ def spinup_rows(years: float) -> tuple[list[list[str]], dict[str, float]]:
 def climatological_std(m: QGModel, x0: torch.Tensor, days: int = 360) -> float:
     """rms deviation of a free run (sampled daily) from its time mean: the climatology rmse."""
     with torch.no_grad():
-        X = m.forecast(x0, round(days * DAY / m.dt), trajectory=False)
         states, x = [], x0
         for _ in range(days):
             x = m.forecast(x, round(DAY / m.dt))
@@ -191,7 +191,7 @@ def letkf_timing(threads: int, repeats: int = 5) -> float:
     x = m.random_state(g)
     E = x + 1e-6 * torch.randn(20, m.n, generator=g, dtype=torch.float64)
     net = RandomGridObs(n=m.n, p=1024, layer_std=[1e-6, 1.5e-7])
-    f = LETKF(20, loc_rad=3.0, infl=1.1)
+    f = LETKF(20, loc_rad=1.0, infl=1.1)
     f.analyse(E, net.observe(x, 0, g))
     best = math.inf
     for c in range(repeats):
@@ -213,47 +213,69 @@ def da_rows(cycles: int) -> tuple[list[list[str]], dict]:
     m = QGModel()
     clim = climatological_std(m, m.initial_state(seed=1))
     rows = [[
-        "LETKF N=20, loc_rad 3, infl 1.1", f"{s['rmse_a']:.2e}", f"{s['spread_a']:.2e}", f"{clim:.2e}",
+        "LETKF N=20, loc_rad 1, infl 1.1", f"{s['rmse_a']:.2e}", f"{s['spread_a']:.2e}", f"{clim:.2e}",
         f"{s['rmse_a'] / clim:.2f}", f"{s['n_scored']}", f"{wall:.0f}",
     ]]
     return rows, s
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--years", type=float, default=3.0, help="length of the spun-up comparison runs")
-    parser.add_argument("--cycles", type=int, default=150, help="DA cycles (days) of qg/letkf64")
-    parser.add_argument("--quick", action="store_true", help="1.5-year runs, no DA rows")
-    add_output_args(parser, "qg")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    t_all = time.perf_counter()
-    lines = ["## Two-layer quasi-geostrophic testbed (hybrida vs pyqg-jax)", ""]
-    lines += ["### 1. Tendencies on random PV fields (5 fields, float64), max relative difference", ""]
+ROWS = Path(__file__).with_name("qg_rows.json")
+
+
+def validation_lines(years: float) -> list[str]:
+    """Sections 1 and 2 (tendencies, spun-up statistics) as Markdown lines."""
+    lines = ["### 1. Tendencies on random PV fields (5 fields, float64), max relative difference", ""]
     lines += md_table(["parameters", "dq̂/dt", "ψ̂", "EKE"], tendency_rows(), ["l", "r", "r", "r"])
-    years = 1.5 if args.quick else args.years
     rows, timings = spinup_rows(years)
     lines += ["", (f"### 2. Spun-up statistics ({years:g} years from pyqg's initial PV, dt 7200 s, "
-              "means over the second half, every 5 days)"), ""]
+                   "means over the second half, every 5 days)"), ""]
     lines += md_table(
         ["run", "EKE (m²/s²)", "EKE vs pyqg-jax", "KE spectrum rel. diff, layer 1",
          "layer 2", "spectral peak (index), layers 1, 2"],
         rows, ["l", "r", "r", "r", "r", "r"],
     )
     lines += ["", (f"Spectra differences are the mean |ΔE(κ)|/E(κ) over wavenumbers 2–20 (2π/L units); "
-              f"the seed-1 row is the sampling spread. Wall time: hybrida {timings['hybrida']:.0f} s, "
-              f"pyqg-jax {timings['pyqg-jax']:.0f} s (one thread, jit included).")]
-    if not args.quick:
-        rows, _s = da_rows(args.cycles)
-        lines += ["", (f"### 3. DA on 64×64×2 (n=8192): `qg/letkf64`, {args.cycles} daily cycles, "
+                   f"the seed-1 row is the sampling spread. Wall time: hybrida {timings['hybrida']:.0f} s, "
+                   f"pyqg-jax {timings['pyqg-jax']:.0f} s (one thread, jit included).")]
+    return lines
+
+
+def da_lines(cycles: int) -> list[str]:
+    """Section 3 (LETKF on 64×64×2) as Markdown lines."""
+    rows, _ = da_rows(cycles)
+    lines = ["", (f"### 3. DA on 64×64×2 (n=8192): `qg/letkf64`, {cycles} daily cycles, "
                   "1024 random PV observations per day (both layers), truth from an independent spin-up"), ""]
-        lines += md_table(["method", "rmse_a", "spread_a", "clim. std", "rmse_a / clim", "cycles scored",
-                           "wall (s)"], rows, ["l", "r", "r", "r", "r", "r", "r"])
-        t1, t2 = letkf_timing(1), letkf_timing(2)
-        lines += ["", (f"LETKF analysis at 64×64×2, N=20, p=1024 (fresh network each time, table rebuilt): "
-                  f"{t1:.2f} s on 1 thread, {t2:.2f} s on 2 threads (best of 5).")]
-    lines += [""] + provenance(__file__, "1 (DA timing: 1 and 2)", argv,
-                               wall_time=f"{time.perf_counter() - t_all:.0f} s")
+    lines += md_table(["method", "rmse_a", "spread_a", "clim. std", "rmse_a / clim", "cycles scored",
+                       "wall (s)"], rows, ["l", "r", "r", "r", "r", "r", "r"])
+    t1, t2 = letkf_timing(1), letkf_timing(2)
+    lines += ["", (f"LETKF analysis at 64×64×2, N=20, p=1024 (fresh network each time, table rebuilt): "
+                   f"{t1:.2f} s on 1 thread, {t2:.2f} s on 2 threads (best of 5).")]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--years", type=float, default=3.0, help="length of the spun-up comparison runs")
+    parser.add_argument("--cycles", type=int, default=100, help="DA cycles (days) of qg/letkf64")
+    parser.add_argument("--no-da", action="store_true", help="sections 1-2 only")
+    parser.add_argument("--reuse-validation", action="store_true",
+                        help=f"take sections 1-2 from {ROWS.name} (written by an earlier run)")
+    add_output_args(parser, "qg")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    t_all = time.perf_counter()
+    if args.reuse_validation:
+        validation = json.loads(ROWS.read_text())
+    else:
+        validation = {"lines": validation_lines(args.years), "provenance": provenance(__file__, "1", argv)}
+        ROWS.write_text(json.dumps(validation, indent=1, ensure_ascii=False))
+    lines = ["## Two-layer quasi-geostrophic testbed (hybrida vs pyqg-jax)", ""] + validation["lines"]
+    lines += ["", "Sections 1–2 made by:"] + validation["provenance"]
+    if not args.no_da:
+        lines += da_lines(args.cycles)
+        lines += ["", "Section 3 made by:"] + provenance(
+            __file__, "1 (analysis timing: 1 and 2)", argv, wall_time=f"{time.perf_counter() - t_all:.0f} s"
+        )
     body = "\n".join(lines)
     out = output_path(args)
     if out is not None:

@@ -27,8 +27,8 @@ LETKF64 = {
         "params": {"p": 1024, "layer_std": [1e-6, 1.5e-7]},
         "every": 12,
     },
-    "method": {"name": "letkf", "params": {"N": 20, "infl": 1.1, "loc_rad": 3.0}},
-    "cycles": 150,
+    "method": {"name": "letkf", "params": {"N": 20, "infl": 1.1, "loc_rad": 1.0}},
+    "cycles": 100,
     "burn_in": 60 * DAY,
     "initial": {"std": 1.5e-5, "truth_std": 0.0, "center": "reference"},
 }
