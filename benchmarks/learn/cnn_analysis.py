@@ -85,8 +85,10 @@ def main() -> None:
         (f"Bars (issue 12{', --quick' if args.quick else ''}): truth-trained ≤ {bars['truth']} "
         f"({'met' if met_t else 'missed'}: {med['rmse_truth']:.3f}), reanalysis-trained ≤ {bars['reanalysis']} "
         f"({'met' if met_r else 'missed'}: {med['rmse_reanalysis']:.3f}). Paper: approaches the tuned EnKF "
-        "(our ETKF 0.18) with far larger training sets and GPU training; training times here are wall seconds on "
-        "one thread of a shared 2-core machine (other jobs running), so they overstate the CPU cost."),
+        "(our ETKF 0.18) with far larger training sets and GPU training. Training times are wall seconds on one "
+        "thread of a shared 2-core machine (load average 15-20 from other jobs), so they overstate the CPU cost "
+        "several times over: the --quick run (seed 1: 0.295 truth-trained, 0.281 reanalysis-trained) took 36 s "
+        "of CPU for 10 min of wall."),
         "",
         ("Tried for the truth-trained bar (seed 1, test or cycled-validation rmse_a): 2000 vs 8000 training "
          "cycles 0.295 vs 0.29 (the online rounds plateau at 0.28-0.30 whatever the size); online learning rate "
@@ -96,7 +98,8 @@ def main() -> None:
          "at lr 5e-4. Training on the reanalysis gives the better test rmse: its targets are a smoother function "
          "of (forecast, observations) than the truth, a lower-variance regression target."),
         "",
-        *provenance(__file__, "1 (torch.set_num_threads(1))", total_wall=f"{wall:.0f} s for {len(seeds)} seeds"),
+        *provenance(__file__, "1 (torch.set_num_threads(1))", total_wall=(f"{wall:.0f} s for {len(seeds)} seeds" + (" (read back from the per-seed checkpoints, "
+                    "--resume; each seed trained in its own process)" if args.resume else ""))),
     ])
     path = output_path(args)
     if path is not None:
