@@ -32,7 +32,8 @@ from benchmarks.common import add_output_args, md_table, output_path, provenance
 
 KEY = "learned-aivar"
 RADIANCE = ["obs=radiance", "seed_cycles=300", "train_cycles=3000", "valid_cycles=300", "test_cycles=800",
-            "burn_in=200", "refine_rounds=2", "threedvar_tol=1e-6", "epochs=100", "refine_epochs=80"]
+            "burn_in=200", "refine_rounds=3", "threedvar_tol=1e-6", "epochs=100", "refine_epochs=80",
+            "full_fraction=0.8"]
 
 
 def timing(out: Path, seed: int, overrides: list[str], cases: int = 300, repeats: int = 5) -> dict[str, float]:
@@ -83,6 +84,7 @@ def main() -> None:
     ap.add_argument("--radiance-seeds", default="1", help="seeds of the RadianceObs rows ('' for none)")
     ap.add_argument("--dir", default="/tmp/aivar-bench", help="where the runs go")
     ap.add_argument("--reuse", action="store_true", help="re-read finished seeds from --dir")
+    ap.add_argument("--note", default="", help="a line on how the runs were made (load, split into calls)")
     add_output_args(ap, KEY)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -92,17 +94,19 @@ def main() -> None:
     rad = [one(int(s), base, RADIANCE, args.reuse, "radiance") for s in args.radiance_seeds.split(",") if s]
     wall = time.perf_counter() - t0
     rows = []
-    for tag, res, bar in (("identity", ident, 1.05), ("radiance", rad, 1.0)):
+    for tag, res, bar, speed in (("identity", ident, 1.05, 10.0), ("radiance", rad, 1.0, 0.0)):
         for r in res:
             rows.append([tag, r["seed"], f"{r['rmse']:.4f}", f"{r['3dvar']:.4f}", f"{r['ratio']:.4f}",
-                         "yes" if r["ratio"] <= bar else "no", f"{r['aivar_s_per_analysis'] * 1e6:.0f}",
+                         "yes" if r["ratio"] <= bar and r["speedup"] >= speed else "no", f"{r['aivar_s_per_analysis'] * 1e6:.0f}",
                          f"{r['3dvar_s_per_analysis'] * 1e6:.0f}", f"{r['speedup']:.1f}", f"{r['train_s']:.0f}",
                          f"{r['cpu_s']:.0f}"])
         if len(res) > 1:
             med = {k: statistics.median(r[k] for r in res) for k in ("rmse", "3dvar", "ratio", "speedup", "train_s")}
             rows.append([tag, "median", f"{med['rmse']:.4f}", f"{med['3dvar']:.4f}", f"{med['ratio']:.4f}",
-                         "yes" if med["ratio"] <= bar else "no", "", "", f"{med['speedup']:.1f}",
+                         "yes" if med["ratio"] <= bar and med["speedup"] >= speed else "no", "", "",
+                         f"{med['speedup']:.1f}",
                          f"{med['train_s']:.0f}", ""])
+    rc = make_config(False, RADIANCE)
     body = "\n".join([
         "## AI-Var: a network trained on the 3D-Var cost (Keller & Potthast 2024)",
         "",
@@ -112,8 +116,10 @@ def main() -> None:
          "backgrounds with random observation masks, then refitted on its own cycled backgrounds "
          "(`hybrida learn analysis aivar`, headline config). Test: 3000 new cycles (burn-in 400), both methods from "
          "the same initial state. Radiance rows: RadianceObs (40 channels, width 0.5, tanh, scale 10), training "
-         "backgrounds from 300 3D-Var cycles then two refits on 3000 AI-Var-cycled ones, 800 test cycles (burn-in "
-         "200), 3D-Var tol 1e-6. Bars: identity rmse ≤ 1.05 × 3D-Var and ≥ 10× faster per analysis; radiance "
+         f"backgrounds from {rc.seed_cycles} 3D-Var cycles then {rc.refine_rounds} refits adding {rc.train_cycles} "
+         f"AI-Var-cycled ones each ({rc.epochs}/{rc.refine_epochs} epochs, {rc.full_fraction:.0%} of the cases "
+         f"with all observations), {rc.test_cycles} test cycles (burn-in {rc.burn_in}), 3D-Var tol "
+         f"{rc.threedvar_tol:g}. Bars: identity rmse ≤ 1.05 × 3D-Var and ≥ 10× faster per analysis; radiance "
          "rmse ≤ 3D-Var. Time per analysis: the same 300 test cases (radiance: 30, one repeat), 1 thread, best of 5 "
          "interleaved repeats; "
          "train s = wall seconds of the fits on this shared machine, cpu s = process CPU seconds of the whole run "
@@ -123,7 +129,8 @@ def main() -> None:
                    "3D-Var µs/analysis", "speed-up", "train s", "cpu s"], rows,
                   ["l", "r", "r", "r", "r", "l", "r", "r", "r", "r", "r"]),
         "",
-        *provenance(__file__, "1 (torch)", total_wall_s=f"{wall:.0f}"),
+        *provenance(__file__, "1 (torch)", total_wall_s=f"{wall:.0f} (this call; with --reuse the runs were made "
+                    "by earlier calls into --dir)", note=args.note),
     ])
     print(body)
     if output_path(args):
