@@ -186,7 +186,10 @@ class Prepared:
     def initial(self, twin: Twin) -> State:
         """The initial state around the truth's start or the reference state (``initial.center``)."""
         center = twin.truth[0] if self.config.initial.center == "truth" else self.x_ref
-        return self.method.initial_state(center, self.config.initial.std, generator=self.generators["initial"])
+        try:
+            return self.method.initial_state(center, self.config.initial.std, generator=self.generators["initial"])
+        except ValueError as err:  # e.g. a learned analysis trained for another state size
+            raise ConfigError(f"method: {err}") from None
 
     def experiment(self, twin: Twin) -> Experiment:
         """The :class:`Experiment` with this ``twin`` and its initial state."""

@@ -89,6 +89,7 @@ class TrainableLETKF(AssimilationMethod, nn.Module):
         taper: Callable[[Tensor], Tensor] | None = None,
         train_infl: bool = True,
         train_radius: bool = True,
+        field_net: nn.Module | None = None,
     ):
         nn.Module.__init__(self)
         if isinstance(N, bool) or not isinstance(N, int) or N < 2:
@@ -103,6 +104,8 @@ class TrainableLETKF(AssimilationMethod, nn.Module):
         self.theta_radius = nn.Parameter(torch.tensor(_inverse_softplus(loc_rad), dtype=torch.float64),
                                          requires_grad=train_radius)
         self.taper = taper if taper is not None else gaspari_cohn
+        #: optional network E_f -> (radius scale, inflation scale) per grid point (learned_parameters.py)
+        self.field_net = field_net
         self._diag: dict[str, float] = {}
 
     @property
@@ -127,9 +130,16 @@ class TrainableLETKF(AssimilationMethod, nn.Module):
             return prior
         if obs.locations is None:
             raise ValueError("TrainableLETKF: observations have no locations")
-        rho = dense_taper(prior.shape[-1], obs.locations.to(prior), self.loc_rad.to(prior), self.taper)
+        radius, infl = self.loc_rad.to(prior), self.infl.to(prior)
+        if self.field_net is not None:  # per grid point: radius_i and inflation_i scaled by the network
+            r_scale, i_scale = self.field_net(prior)
+            if prior.ndim > 2:
+                raise ValueError("TrainableLETKF: a field network takes one ensemble (N, n), not a batch")
+            radius = radius * r_scale.unsqueeze(-1)  # (n, 1): row i of the taper
+            infl = 1.0 + (infl - 1.0) * i_scale  # (n,): stays > 1
+        rho = dense_taper(prior.shape[-1], obs.locations.to(prior), radius, self.taper)
         Ea = local_etkf_update(prior, obs, rho)
-        return inflate_multiplicative(Ea, self.infl.to(prior))
+        return inflate_multiplicative(Ea, infl)
 
     def diagnostics(self) -> dict[str, float]:
         """Number of observations and the current inflation and radius."""
