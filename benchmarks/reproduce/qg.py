@@ -235,7 +235,8 @@ def validation_lines(years: float) -> list[str]:
         rows, ["l", "r", "r", "r", "r", "r"],
     )
     lines += ["", (f"Spectra differences are the mean |ΔE(κ)|/E(κ) over wavenumbers 2–20 (2π/L units); "
-                   f"the seed-1 row is the sampling spread. Wall time: hybrida {timings['hybrida']:.0f} s, "
+                   f"the seed-1 row starts from another draw of pyqg's initial PV and saturates ~0.5 year later "
+                   f"(its mean includes some growth), an upper bound on the sampling spread. Wall time: hybrida {timings['hybrida']:.0f} s, "
                    f"pyqg-jax {timings['pyqg-jax']:.0f} s (one thread, jit included).")]
     return lines
 
