@@ -7,7 +7,8 @@ the Python of ``benchmarks/.dapper-venv`` as::
 
 Each case is one sweep of ``len(seeds) x len(infls)`` experiments on DAPPER's own
 ``mods.Lorenz63.sakov2012`` or ``mods.Lorenz96.sakov2008`` HMM (only the chronology is
-shortened to ``cycles`` analyses with ``burn_in`` model time units not scored), with
+shortened to ``cycles`` analyses with ``burn_in`` model time units not scored, and the
+mean of ``X0`` replaced by ``x0`` when the case gives one), with
 ``EnKF('Sqrt', N, infl)`` (no rotation) or ``LETKF(N, infl, loc_rad)``. The sweep is
 launched the DAPPER way: ``xpList.launch(HMM, save_as, mp=...)``, which per experiment
 seeds, simulates the truth and observations, assimilates, averages in time and (with
@@ -31,7 +32,7 @@ from dapper_side_common import import_dapper, side_main
 
 
 def make_hmm(modelling, case: dict):
-    """DAPPER's preset HMM of ``case['model']`` with ``cycles`` analyses and ``burn_in`` (time) unscored."""
+    """DAPPER's preset HMM of ``case['model']``: ``cycles`` analyses, ``burn_in`` (time) unscored, X0 mean ``x0``."""
     if case["model"] == "lorenz63":
         from dapper.mods.Lorenz63.sakov2012 import HMM
     else:
@@ -41,6 +42,8 @@ def make_hmm(modelling, case: dict):
     hmm.tseq = modelling.Chronology(
         tseq.dt, dko=tseq.dko, Ko=int(case["cycles"]) - 1, BurnIn=float(case["burn_in"])
     )
+    if case.get("x0") is not None:  # another mean of the initial truth and ensemble, same covariance
+        hmm.X0 = modelling.GaussRV(mu=np.asarray(case["x0"], dtype=float), C=hmm.X0.C)
     hmm.liveplotters = []
     return hmm
 
