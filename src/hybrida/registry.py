@@ -13,6 +13,7 @@ MODELS: dict[str, str] = {
     "lorenz96_cubic": "hybrida.models.lorenz96_variants:Lorenz96Cubic",
     "local_level": "hybrida.models.local_level:LocalLevel",
     "recharge": "hybrida.models.recharge:RechargeOscillator",
+    "qg": "hybrida.models.qg:QGModel",
     # a trained surrogate saved by hybrida.learn.save_surrogate: params {path: FILE}
     "surrogate": "hybrida.learn.persist:load_surrogate",
 }
@@ -46,6 +47,7 @@ OBSERVATIONS: dict[str, str] = {
     "random_subset": "hybrida.observations.networks:RandomSubsetObs",
     "radiance": "hybrida.observations.networks:RadianceObs",
     "alternating": "hybrida.observations.alternating:AlternatingHalvesObs",
+    "random_grid": "hybrida.observations.grid2d:RandomGridObs",
 }
 
 

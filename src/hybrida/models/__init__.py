@@ -23,6 +23,7 @@ from hybrida.models.lorenz96 import Lorenz96
 from hybrida.models.lorenz96_two_scale import Lorenz96TwoScale
 from hybrida.models.lorenz96_variants import Lorenz96Cubic
 from hybrida.models.noisy import NoisyModel
+from hybrida.models.qg import QGModel
 from hybrida.models.surrogate import SurrogateModel
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "Model",
     "NoisyModel",
     "ODEModel",
+    "QGModel",
     "SurrogateModel",
     "adjoint",
     "jacobian",

@@ -16,6 +16,7 @@ from hybrida.observations.bias import (
     scan_covariate,
 )
 from hybrida.observations.errors import CorrelatedError, DiagonalError, ErrorModel
+from hybrida.observations.grid2d import RandomGridObs
 from hybrida.observations.learned import (
     LearnedObs,
     LearnedOperator,
@@ -75,6 +76,7 @@ __all__ = [
     "ObservationSystem",
     "QualityControl",
     "RadianceObs",
+    "RandomGridObs",
     "RandomSubsetObs",
     "SubsetObs",
     "detection_rates",
