@@ -111,18 +111,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "runs" / "amortised"), help="folder of the per-seed runs")
     parser.add_argument("--jobs", type=int, default=1, help="seeds run in parallel (1 thread each)")
     parser.add_argument("--resume", action="store_true", help="reuse finished seeds, resume unfinished trainings")
+    parser.add_argument("--collect", action="store_true", help="only read the finished seeds' summary.json, run nothing")
     parser.add_argument("--section", default=SECTION, help="docs section key")
     add_output_args(parser, SECTION)
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     outs = [str(Path(args.out) / f"{'quick_' if args.quick else ''}seed{s}") for s in args.seeds]
     jobs = [(o, s, args.quick, list(args.overrides), args.resume) for o, s in zip(outs, args.seeds)]
-    if args.jobs > 1:
+    if args.collect:
+        found = [(o, Path(o) / "summary.json") for o in outs]
+        summaries = [json.loads(f.read_text()) for _, f in found if f.is_file()]
+        if not summaries:
+            parser.error(f"--collect: no summary.json under {args.out}")
+    elif args.jobs > 1:
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
             summaries = list(pool.map(run_seed, *zip(*jobs)))
     else:
         summaries = [run_seed(*j) for j in jobs]
-    wall = time.perf_counter() - t0
+    # with --collect the runs happened before: their own wall times (run in parallel) bound the total
+    wall = max(s["wall_s"] for s in summaries) if args.collect else time.perf_counter() - t0
     body = section(summaries, args, wall)
     print(body)
     path = output_path(args)
