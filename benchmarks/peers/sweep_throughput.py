@@ -10,7 +10,8 @@ Run with the project's Python (``.venv/bin/python benchmarks/peers/sweep_through
   free cores). No random rotations (hybrida's
   vectorised path has none; DAPPER's ``EnKF('Sqrt')`` default has none either).
 * hybrida: :func:`hybrida.experiment.vectorized.run_vectorized` on the 64 configs (one
-  process; torch intra-op threads 1, then 2), and for reference ``run_experiment`` run by
+  process; torch intra-op threads 1, then 2; then, like DAPPER's 2-process pool, its two
+  halves in 2 forked 1-thread processes), and for reference ``run_experiment`` run by
   run with 1 thread on a subset (the first ``--subset`` configs; their wall time is scaled
   to 64 runs). Each wall time covers building the runs (nature run, observations,
   ensembles) and cycling them; the subset's rmse_a also checks the vectorised numbers
@@ -119,8 +120,27 @@ def configs(case: Case, seeds: list[int], infls: list[float], threads: int) -> l
     ]
 
 
-def run_hybrida(case: Case, seeds: list[int], infls: list[float], thread_list: list[int], subset: int) -> dict:
-    """Wall seconds of the vectorised sweep per thread count, and of ``subset`` runs one by one (1 thread)."""
+def label(variant: str) -> str:
+    """Column label of a vectorised variant: ``"2"`` -> 2 thr., ``"2x1"`` -> 2 proc. × 1 thr."""
+    procs, _, threads = variant.rpartition("x")
+    return f"{procs} proc. × {threads} thr." if procs else f"{threads} thr."
+
+
+def _vectorized_in_processes(cfgs: list, procs: int) -> list[dict]:
+    """``run_vectorized`` on ``procs`` consecutive slices of ``cfgs``, one forked process each."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from hybrida.experiment.vectorized import run_vectorized
+
+    step = math.ceil(len(cfgs) / procs)
+    parts = [cfgs[i : i + step] for i in range(0, len(cfgs), step)]
+    with ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("fork")) as pool:
+        return [s for part in pool.map(run_vectorized, parts) for s in part]
+
+
+def run_hybrida(case: Case, seeds: list[int], infls: list[float], variants: list[str], subset: int) -> dict:
+    """Wall seconds of the vectorised sweep per variant ("T": T threads, "PxT": P processes), and one by one."""
     from hybrida.experiment.runner import run_experiment
     from hybrida.experiment.vectorized import run_vectorized
 
@@ -128,19 +148,20 @@ def run_hybrida(case: Case, seeds: list[int], infls: list[float], thread_list: l
     run_vectorized(configs(warm, seeds[:1], infls[:2], 1))
     run_experiment(configs(warm, seeds[:1], infls[:1], 1)[0], None, progress=False)
     out: dict = {"vectorized": {}, "load_before": {}}
-    for threads in thread_list:
-        cfgs = configs(case, seeds, infls, threads)
-        out["load_before"][f"vec{threads}"] = load_average()
+    for variant in variants:
+        procs, _, threads = variant.rpartition("x")
+        cfgs = configs(case, seeds, infls, int(threads))
+        out["load_before"][f"vec{variant}"] = load_average()
         t0, c0 = time.perf_counter(), time.process_time()
-        summaries = run_vectorized(cfgs)
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        out["vectorized"][str(threads)] = {
+        summaries = _vectorized_in_processes(cfgs, int(procs)) if procs else run_vectorized(cfgs)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0  # cpu: this process only
+        out["vectorized"][variant] = {
             "wall_s": wall,
             "cpu_s": cpu,
             "runs": [{"seed": c.seed, "infl": c.method.params["infl"], "rmse_a": s["rmse_a"],
                       "diverged": bool(s["diverged"])} for c, s in zip(cfgs, summaries)],
         }
-        print(f"hybrida: {case.key} vectorised, {threads} thread(s): {wall:.2f} s", flush=True)
+        print(f"hybrida: {case.key} vectorised, {label(variant)}: {wall:.2f} s", flush=True)
     cfgs = configs(case, seeds, infls, 1)[:subset]
     out["load_before"]["serial"] = load_average()
     t0, c0 = time.perf_counter(), time.process_time()
@@ -214,17 +235,17 @@ def timing_rows(cases: list[Case], n_runs: int, thread_list: list[int]) -> list[
     for c in cases:
         h, d = c.result.get("hybrida", {}), c.result.get("dapper", {})
         d2, d0 = d.get("2", {}).get("wall_s"), d.get("0", {}).get("wall_s")
-        vec = {t: h.get("vectorized", {}).get(str(t), {}).get("wall_s") for t in thread_list}
+        vec = {t: h.get("vectorized", {}).get(t, {}).get("wall_s") for t in thread_list}
         cpu_d0 = d.get("0", {}).get("cpu_s")
-        cpu_v = h.get("vectorized", {}).get(str(thread_list[0]), {}).get("cpu_s")
+        cpu_v = h.get("vectorized", {}).get(thread_list[0], {}).get("cpu_s")
         ser = h.get("serial", {})
         ser64 = ser["wall_s"] * n_runs / ser["n"] if ser.get("n") else None
-        best = min((v for v in vec.values() if v), default=None)
+        best = min((v for t, v in vec.items() if v and "x" not in t), default=None)  # one process
         met = "—" if not best or not d2 else ("met" if d2 / best >= BAR else "missed")
         rows.append([
             c.title, f"{c.cycles} ({round(c.burn_in / c.dt_obs)})", _s(d0), _s(d2),
             *[_s(vec[t]) for t in thread_list], _s(ser64),
-            *[_x(d2, vec[t]) for t in thread_list], *[_x(d0, vec[t]) for t in thread_list],
+            *[_x(d2, vec[t]) for t in thread_list], _x(d0, vec[thread_list[0]]),
             _x(d2, ser64), _x(cpu_d0, cpu_v), met,
         ])
     return rows
@@ -233,7 +254,7 @@ def timing_rows(cases: list[Case], n_runs: int, thread_list: list[int]) -> list[
 def rmse_rows(cases: list[Case], infls: list[float], thread_list: list[int]) -> list[list[str]]:
     rows = []
     for c in cases:
-        h = c.result.get("hybrida", {}).get("vectorized", {}).get(str(thread_list[0]), {}).get("runs", [])
+        h = c.result.get("hybrida", {}).get("vectorized", {}).get(thread_list[0], {}).get("runs", [])
         d = c.result.get("dapper", {}).get("2", {}).get("runs", [])
         for infl in infls:
             hm, hs = _median_band([r["rmse_a"] for r in h if abs(r["infl"] - infl) < 1e-9])
@@ -255,13 +276,13 @@ def build_section(cases, args, seeds, infls, thread_list, loads, dapper_version,
     worst = max(loads.values(), default=math.nan)
     quiet = math.isfinite(worst) and worst <= args.quiet_load
     state = "quiet machine" if quiet else f"contended, load {worst:.1f}"
-    tcols = [f"hybrida vectorised {t} thr. s" for t in thread_list]
+    tcols = [f"hybrida vectorised {label(t)} s" for t in thread_list]
     header = ["sweep", "cycles (burn-in)", "DAPPER serial s", "DAPPER mp=2 s", *tcols,
               f"hybrida one by one s (from {args.subset} runs)",
-              *[f"throughput ×, vec {t} thr. / DAPPER mp=2" for t in thread_list],
-              *[f"×, vec {t} thr. / DAPPER serial" for t in thread_list],
+              *[f"throughput ×, vec {label(t)} / DAPPER mp=2" for t in thread_list],
+              f"×, vec {label(thread_list[0])} / DAPPER serial",
               "×, hybrida one by one / DAPPER mp=2",
-              f"CPU-s ×, DAPPER serial / vec {thread_list[0]} thr.", f"bar ≥{BAR:g}× vs mp=2"]
+              f"CPU-s ×, DAPPER serial / vec {label(thread_list[0])}", f"bar ≥{BAR:g}× vs mp=2"]
     lines = [
         f"## Sweep throughput: {n_runs}-run seed × inflation sweeps, hybrida vectorised vs DAPPER ({state})",
         "",
@@ -269,11 +290,12 @@ def build_section(cases, args, seeds, infls, thread_list, loads, dapper_version,
         (f"Each sweep is {len(seeds)} seeds × inflations {', '.join(f'{i:g}' for i in infls)} = {n_runs} twin "
         "experiments, timed whole (building truth, observations and ensembles, cycling, time-averaged "
         "scores). hybrida: `run_vectorized` (one process, one tensor program for all runs) with 1 and 2 torch "
-        "threads; `run_experiment` run by run (1 thread) on a subset, scaled to all runs. DAPPER: its own "
+        "threads, and (2 proc.) its two halves in 2 forked processes of 1 thread; `run_experiment` run by run "
+        "(1 thread) on a subset, scaled to all runs. DAPPER: its own "
         "`xps.launch(HMM, save_as, mp=2)` (2 worker processes, numpy 1 thread each, results pickled) and "
         "`xps.launch(HMM)` in one process with OMP_NUM_THREADS=1, on its sakov2012 / sakov2008 HMMs. "
         "throughput × = DAPPER wall ÷ hybrida wall (> 1: hybrida faster); the bar compares the faster "
-        "vectorised run with DAPPER mp=2 (both on the same 2 cores). CPU-s × compares process CPU seconds "
+        "one-process vectorised run with DAPPER mp=2 (both on the same 2 cores). CPU-s × compares process CPU seconds "
         "(insensitive to other load) of the two single-process runs."),
         "",
         *md_table(header, timing_rows(cases, n_runs, thread_list)),
@@ -294,7 +316,7 @@ def build_section(cases, args, seeds, infls, thread_list, loads, dapper_version,
         "DAPPER": dapper_version or "not run",
         "vectorised_vs_one_by_one_rmse_a": "max |Δ| " + "; ".join(checks),
     }
-    threads = (f"hybrida vectorised {' and '.join(map(str, thread_list))} torch thread(s), one by one 1; "
+    threads = (f"hybrida vectorised {', '.join(label(t) for t in thread_list)}, one by one 1 thr.; "
                "DAPPER 1 numpy thread per process (mp=2: 2 processes)")
     lines += provenance(__file__, threads, sys.argv[1:], **extra)
     lines += [f"- **Note:** {n}" for n in notes]
@@ -307,7 +329,8 @@ def main(argv=None) -> int:
     p.add_argument("--cycles-l96", type=int, default=None, help="L96 cycles per run (default 150)")
     p.add_argument("--seeds", type=int, default=16, help="seeds per inflation (1..SEEDS)")
     p.add_argument("--infls", default="1.0,1.02,1.05,1.1", help="comma-separated inflations")
-    p.add_argument("--threads", default="1,2", help="torch thread counts of the vectorised runs")
+    p.add_argument("--threads", default="1,2,2x1",
+                   help="vectorised variants: T (one process, T torch threads), PxT (P processes, T threads each)")
     p.add_argument("--subset", type=int, default=8, help="runs timed one by one (scaled to all)")
     p.add_argument("--cases", nargs="*", default=None, help="l63-etkf l96-etkf l96-letkf (default all)")
     p.add_argument("--quick", action="store_true", help="20 cycles: a smoke run")
@@ -325,7 +348,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     seeds = list(range(1, args.seeds + 1))
     infls = [float(x) for x in args.infls.split(",")]
-    thread_list = [int(t) for t in args.threads.split(",")]
+    thread_list = args.threads.split(",")
     cases = make_cases(args)
     notes: list[str] = []
     loads: dict[str, float] = {}
