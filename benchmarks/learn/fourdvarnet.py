@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="also write all summaries to this JSON file")
     parser.add_argument("--from-json", nargs="+", default=None,
                         help="no runs: merge the --json files (or single summary.json files) of earlier runs")
+    parser.add_argument("--note", action="append", default=[], help="an extra bullet line for the section")
     add_output_args(parser, SECTION)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -158,6 +159,7 @@ def report(runs: dict[str, list[dict]], args: argparse.Namespace, wall: float) -
         f"- wall time {wall / 60:.1f} min summed over runs (training, baselines, cycling; runs of different seeds "
         f"side by side on the shared 2-core machine), {'--quick' if args.quick else 'headline'}"
     )
+    lines += [f"- {note}" for note in getattr(args, "note", [])]
     lines += provenance(__file__, "1 (torch.set_num_threads(1))")
     return "\n".join(lines)
 
