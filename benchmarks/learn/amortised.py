@@ -98,6 +98,7 @@ def section(summaries: list[dict], args: argparse.Namespace, wall: float) -> str
         f"- tuned LETKF settings: {tuned}",
         (f"- total wall time {wall / 60:.1f} min for all seeds ({args.jobs} in parallel); training wall times are on a "
         "shared 2-core machine, the CPU column is the process CPU time on 1 thread"),
+        *(f"- {note}" for note in args.note),
         *provenance(__file__, "1 per seed", sys.argv[1:]),
     ]
     return "\n".join(lines)
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="seeds run in parallel (1 thread each)")
     parser.add_argument("--resume", action="store_true", help="reuse finished seeds, resume unfinished trainings")
     parser.add_argument("--collect", action="store_true", help="only read the finished seeds' summary.json, run nothing")
+    parser.add_argument("--note", action="append", default=[], help="an extra bullet line for the section")
     parser.add_argument("--section", default=SECTION, help="docs section key")
     add_output_args(parser, SECTION)
     args = parser.parse_args(argv)

@@ -144,7 +144,7 @@ def cycle_rmse(
             generator=gen, probabilistic_scores=False,
         ):
             series.append(rec.rmse_a)
-    except FilterDiverged:
+    except (FilterDiverged, torch.linalg.LinAlgError):  # a diverging LETKF can also break its eigh first
         return math.inf, series
     tail = series[burn_in:]
     value = sum(tail) / len(tail) if tail else math.nan
