@@ -11,7 +11,10 @@ slot they fill: networks in :mod:`hybrida.nn`, surrogate and corrected models in
 
 from __future__ import annotations
 
+from hybrida.learn.aivar import fit_aivar
+from hybrida.learn.amortised import fit_amortised
 from hybrida.learn.bias import BiasCorrected, BiasFit, bias_departures, fit_bias_model
+from hybrida.learn.cnn_analysis import fit_cnn_analysis, fit_online, fit_unrolled
 from hybrida.learn.correction import correction_targets, fit_correction
 from hybrida.learn.diagnostics import (
     L96_LEADING_LYAPUNOV,
@@ -31,6 +34,8 @@ from hybrida.learn.diagnostics import (
     tl_comparison,
     valid_time,
 )
+from hybrida.learn.filter_tuning import TuningResult, tune_filter
+from hybrida.learn.fourdvarnet import fit_fourdvarnet
 from hybrida.learn.obs_operator import collocated_pairs, fit_obs_operator
 from hybrida.learn.persist import load_surrogate, save_surrogate
 from hybrida.learn.qc import DetectorFit, fit_gross_error_detector, gross_error_examples
@@ -46,6 +51,7 @@ __all__ = [
     "TLComparison",
     "TaylorResult",
     "TrajectoryDataset",
+    "TuningResult",
     "ValidTime",
     "adjoint_test",
     "bias_departures",
@@ -53,10 +59,16 @@ __all__ = [
     "collocated_pairs",
     "correction_targets",
     "fit",
+    "fit_aivar",
+    "fit_amortised",
     "fit_bias_model",
+    "fit_cnn_analysis",
     "fit_correction",
+    "fit_fourdvarnet",
     "fit_gross_error_detector",
     "fit_obs_operator",
+    "fit_online",
+    "fit_unrolled",
     "forecast_skill",
     "free_run",
     "gross_error_examples",
@@ -70,5 +82,6 @@ __all__ = [
     "split_trajectory",
     "taylor_test",
     "tl_comparison",
+    "tune_filter",
     "valid_time",
 ]

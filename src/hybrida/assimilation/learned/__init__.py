@@ -14,7 +14,11 @@ from typing import Any
 import torch
 
 from hybrida import registry
+from hybrida.assimilation.learned.aivar import AIVar
+from hybrida.assimilation.learned.amortised import AmortisedFilter
 from hybrida.assimilation.learned.base import FORMAT, FORMAT_VERSION, LearnedAnalysis
+from hybrida.assimilation.learned.cnn_analysis import CNNAnalysis
+from hybrida.assimilation.learned.fourdvarnet import FourDVarNet
 from hybrida.io.checkpoint import atomic_torch_save
 
 #: payload kind -> class implementing it
@@ -53,4 +57,13 @@ def load_learned_analysis(path: str | Path | None = None, **params: Any) -> Lear
     return cls.from_payload(payload, path=path, **params)
 
 
-__all__ = ["KINDS", "LearnedAnalysis", "load_learned_analysis", "save_learned_analysis"]
+__all__ = [
+    "KINDS",
+    "AIVar",
+    "AmortisedFilter",
+    "CNNAnalysis",
+    "FourDVarNet",
+    "LearnedAnalysis",
+    "load_learned_analysis",
+    "save_learned_analysis",
+]
