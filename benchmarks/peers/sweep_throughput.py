@@ -28,7 +28,8 @@ Run with the project's Python (``.venv/bin/python benchmarks/peers/sweep_through
   per inflation the median over seeds of each, with a seed-noise band.
 
 The table goes to section ``sweep-throughput`` of ``docs/benchmarks.md``. The heading says
-"contended" when the 1-min load average before a timed block exceeded ``--quiet-load``.
+"contended" when the 1-min load average exceeded ``--quiet-load`` before the first timed block,
+or ``--quiet-load`` + 2 (this benchmark's own 2 processes) before a later one.
 """
 
 from __future__ import annotations
@@ -273,9 +274,11 @@ def rmse_rows(cases: list[Case], infls: list[float], thread_list: list[int]) -> 
 
 def build_section(cases, args, seeds, infls, thread_list, loads, dapper_version, notes) -> str:
     n_runs = len(seeds) * len(infls)
-    worst = max(loads.values(), default=math.nan)
-    quiet = math.isfinite(worst) and worst <= args.quiet_load
-    state = "quiet machine" if quiet else f"contended, load {worst:.1f}"
+    # the first reading is before anything of ours runs; the later ones include up to 2 of our own processes
+    vals = list(loads.values())
+    worst = max(vals, default=math.nan)
+    quiet = bool(vals) and vals[0] <= args.quiet_load and all(v <= args.quiet_load + 2 for v in vals[1:])
+    state = "quiet machine" if quiet else f"contended, load up to {worst:.1f}"
     tcols = [f"hybrida vectorised {label(t)} s" for t in thread_list]
     header = ["sweep", "cycles (burn-in)", "DAPPER serial s", "DAPPER mp=2 s", *tcols,
               f"hybrida one by one s (from {args.subset} runs)",
@@ -312,7 +315,8 @@ def build_section(cases, args, seeds, infls, thread_list, loads, dapper_version,
     checks = [f"{c.key} {c.result['hybrida']['serial']['max_abs_diff_vs_vectorized']:.1e}"
               for c in cases if "serial" in c.result.get("hybrida", {})]
     extra = {
-        "load_average_before_timed_blocks": ", ".join(f"{k} {v:.1f}" for k, v in loads.items()),
+        "load_average_before_timed_blocks": ", ".join(f"{k} {v:.1f}" for k, v in loads.items())
+        + " (after the first: including this benchmark's own recent processes)",
         "DAPPER": dapper_version or "not run",
         "vectorised_vs_one_by_one_rmse_a": "max |Δ| " + "; ".join(checks),
     }
