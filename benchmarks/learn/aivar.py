@@ -32,8 +32,8 @@ from benchmarks.common import add_output_args, md_table, output_path, provenance
 
 KEY = "learned-aivar"
 RADIANCE = ["obs=radiance", "seed_cycles=300", "train_cycles=3000", "valid_cycles=300", "test_cycles=800",
-            "burn_in=200", "refine_rounds=3", "threedvar_tol=1e-6", "epochs=100", "refine_epochs=80",
-            "full_fraction=0.8"]
+            "burn_in=200", "refine_rounds=8", "threedvar_tol=1e-6", "epochs=100", "refine_epochs=80",
+            "full_fraction=0.9", "time_limit_s=900"]
 
 
 def timing(out: Path, seed: int, overrides: list[str], cases: int = 300, repeats: int = 5) -> dict[str, float]:
