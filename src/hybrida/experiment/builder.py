@@ -192,10 +192,22 @@ class Prepared:
             raise ConfigError(f"method: {err}") from None
 
     def experiment(self, twin: Twin) -> Experiment:
-        """The :class:`Experiment` with this ``twin`` and its initial state."""
+        """The :class:`Experiment` with this ``twin`` and its initial state.
+
+        A method that checks its inputs (a learned analysis trained for one state size,
+        observation count and dtype) sees the first observations now, so a mismatch is a
+        one-line :class:`ConfigError` before the run, not an error inside the cycle.
+        """
+        initial = self.initial(twin)
+        check = getattr(self.method, "check_inputs", None)
+        if callable(check) and twin.observations and isinstance(initial, Tensor):
+            try:
+                check(initial, twin.observations[0])
+            except ValueError as err:
+                raise ConfigError(f"method: {err}") from None
         return Experiment(
             config=self.config, model=self.model, obs_system=self.obs_system, method=self.method, twin=twin,
-            initial=self.initial(twin), generators=self.generators, seeds=self.seeds,
+            initial=initial, generators=self.generators, seeds=self.seeds,
             climatology=self.climatology, qc=self.qc,
         )
 
