@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hybrida.assimilation.learned.base import LearnedAnalysis, network_payload, rebuild_network
+from hybrida.assimilation.learned.base import LearnedAnalysis, rebuild_network
 from hybrida.observations.base import Observation
 from hybrida.observations.errors import DiagonalError
 
@@ -240,10 +240,6 @@ class AmortisedFilter(LearnedAnalysis):
             dtype=getattr(torch, payload["dtype"]),
             info=payload.get("info", {}),
         )
-
-    def payload_network(self) -> dict[str, Any]:
-        """The network part of the payload (module, class, config, weights)."""
-        return network_payload(self.net)
 
     def __repr__(self) -> str:
         return f"AmortisedFilter(N={self.N}, n={self.n}, p={self.p}, net={self.net.config})"
