@@ -48,6 +48,7 @@ OBSERVATIONS: dict[str, str] = {
     "radiance": "hybrida.observations.networks:RadianceObs",
     "alternating": "hybrida.observations.alternating:AlternatingHalvesObs",
     "random_grid": "hybrida.observations.grid2d:RandomGridObs",
+    "rotating": "hybrida.observations.rotating:RotatingEveryKthObs",
 }
 
 

@@ -45,6 +45,7 @@ from hybrida.observations.qc import (
     QualityControl,
     detection_rates,
 )
+from hybrida.observations.rotating import RotatingEveryKthObs
 from hybrida.observations.system import ObservationSystem
 
 __all__ = [
@@ -78,6 +79,7 @@ __all__ = [
     "RadianceObs",
     "RandomGridObs",
     "RandomSubsetObs",
+    "RotatingEveryKthObs",
     "SubsetObs",
     "detection_rates",
     "load_learned_operator",
