@@ -278,7 +278,8 @@ def build_section(cases, args, seeds, infls, thread_list, loads, dapper_version,
     vals = list(loads.values())
     worst = max(vals, default=math.nan)
     quiet = bool(vals) and vals[0] <= args.quiet_load and all(v <= args.quiet_load + 2 for v in vals[1:])
-    state = "quiet machine" if quiet else f"contended, load up to {worst:.1f}"
+    first = f"1-min load {vals[0]:.1f} at the start" if vals else "load unknown"
+    state = f"quiet machine, {first}" if quiet else f"contended, load up to {worst:.1f}"
     tcols = [f"hybrida vectorised {label(t)} s" for t in thread_list]
     header = ["sweep", "cycles (burn-in)", "DAPPER serial s", "DAPPER mp=2 s", *tcols,
               f"hybrida one by one s (from {args.subset} runs)",
