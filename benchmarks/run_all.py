@@ -54,6 +54,8 @@ ENTRIES = [
           ("--quick", "--skip-huge", "--skip-dapper", "--threads", "1", "--output", "-"),
           "--threads 1", "5-10 min (+ the DAPPER venv, once)"),
     Entry("peers", "peers/ienks_compare.py", ("--quick", "--skip-dapper", "--output", "-"), "", "3 min"),
+    Entry("peers", "peers/sweep_throughput.py", ("--quick", "--skip-dapper", "--no-write"), "",
+          "about 5.5 min with DAPPER on 2 free cores (quick, no DAPPER: ~20 s)"),
     Entry("peers", "peers/same_truth_compare.py",
           ("--only", "4D-Var lag 1", "--seeds-4dvar", "1", "--cycles", "150", "--skip-dapper", "--output", "-"),
           "--seeds-4dvar 1 2 3 --seeds-enkf 1 ... 24", "about 1 h"),
