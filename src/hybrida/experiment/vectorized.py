@@ -20,7 +20,6 @@ from dataclasses import replace
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from hybrida import metrics
 from hybrida.assimilation.base import state_spread
@@ -165,8 +164,3 @@ def split_groups(configs: list[ExperimentConfig]) -> list[list[int]]:
     for i, c in enumerate(configs):
         groups.setdefault(shape_key(c), []).append(i)
     return list(groups.values())
-
-
-def batch_tensor(values: list[float], like: Tensor) -> Tensor:
-    """``(B, 1, 1)`` per-run values for broadcasting over ``(B, N, n)`` ensembles."""
-    return torch.tensor(values, dtype=like.dtype, device=like.device).view(-1, 1, 1)
