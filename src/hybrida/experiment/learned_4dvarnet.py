@@ -14,7 +14,6 @@ next to the cycled weak-constraint FourDVar.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from hybrida.assimilation.learned import save_learned_analysis
 from hybrida.assimilation.learned.fourdvarnet import (
@@ -37,9 +36,9 @@ from hybrida.assimilation.learned.fourdvarnet import (
 from hybrida.assimilation.variational.fourdvar import FourDVar
 from hybrida.assimilation.window import Window
 from hybrida.cycle import run_cycle
-from hybrida.experiment.config import ConfigError, _Strict, apply_overrides, format_validation_error
+from hybrida.experiment.config import ConfigError, _Strict
+from hybrida.experiment.learned_analysis import pipeline_config, write_json
 from hybrida.experiment.twin import climatology
-from hybrida.io.atomic import atomic_write
 from hybrida.io.checkpoint import atomic_torch_save
 from hybrida.learn.fourdvarnet import (
     FitResult4DVarNet,
@@ -108,11 +107,7 @@ QUICK = {
 
 def make_config(quick: bool, overrides: list[str]) -> FourDVarNetConfig:
     """The (quick) config with ``--set`` overrides applied, or a ConfigError naming the field."""
-    base = FourDVarNetConfig(**(QUICK if quick else {})).model_dump()
-    try:
-        cfg = FourDVarNetConfig(**apply_overrides(base, overrides))
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, FourDVarNetConfig)) from None
+    cfg = pipeline_config(FourDVarNetConfig, QUICK, quick, overrides)
     if cfg.window % cfg.every or cfg.crop % cfg.every or cfg.crop > cfg.window:
         raise ConfigError("window and crop must be multiples of every, crop <= window")
     if cfg.cycles > cfg.test_windows * cfg.window // cfg.every or cfg.burn_in >= cfg.cycles:
@@ -335,7 +330,7 @@ def _run(out: Path, cfg: FourDVarNetConfig, seed: int, quick: bool, resume: bool
         "seed": seed,
         "config": cfg.model_dump(),
     }
-    atomic_write(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+    write_json(out / "summary.json", summary)
     _plots(out, fit, curves, cfg)
     return summary
 

@@ -18,7 +18,6 @@ initial state; score = time-mean analysis rmse after ``burn_in`` cycles.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from hybrida.assimilation.base import AssimilationMethod
 from hybrida.assimilation.ensemble.etkf import ETKF
@@ -35,9 +34,9 @@ from hybrida.assimilation.learned.aivar import AIVar, AIVarNet
 from hybrida.assimilation.variational.threedvar import ThreeDVar
 from hybrida.cycle import FilterDiverged, run_cycle
 from hybrida.experiment.builder import derive_seeds
-from hybrida.experiment.config import ConfigError, _Strict, apply_overrides, format_validation_error
+from hybrida.experiment.config import ConfigError, _Strict
+from hybrida.experiment.learned_analysis import pipeline_config, write_json
 from hybrida.experiment.twin import Twin, climatology, make_twin
-from hybrida.io.atomic import atomic_write
 from hybrida.io.checkpoint import atomic_torch_save
 from hybrida.learn.aivar import fit_aivar
 from hybrida.models.lorenz96 import Lorenz96
@@ -98,11 +97,7 @@ QUICK: dict[str, Any] = {
 
 def make_config(quick: bool, overrides: list[str]) -> AIVarConfig:
     """The (quick) config with ``--set`` overrides applied, or a ConfigError naming the field."""
-    base = AIVarConfig(**(QUICK if quick else {})).model_dump()
-    try:
-        cfg = AIVarConfig(**apply_overrides(base, overrides))
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, AIVarConfig)) from None
+    cfg = pipeline_config(AIVarConfig, QUICK, quick, overrides)
     if cfg.obs not in OBS:
         raise ConfigError(f"obs: {cfg.obs!r} not allowed; choose one of {list(OBS)}")
     if cfg.activation not in ("tanh", "gelu", "silu"):
@@ -235,10 +230,6 @@ def _plots(out: Path, fits: list[dict], series: dict[str, list[float]], burn_in:
     plt.close(fig)
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, sort_keys=True)))
-
-
 def run(
     out: Path,
     *,
@@ -368,7 +359,7 @@ def _run(cfg: AIVarConfig, out: Path, seed: int, quick: bool, resume: bool, say:
         "fits": [{k: f[k] for k in ("best_epoch", "stopped", "wall_s", "epochs")} for f in ckpt["fits"]],
         "best_valid_cost": [min(f["valid"]) for f in ckpt["fits"]],
     }
-    _write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary)
     _plots(out, ckpt["fits"], series, cfg.burn_in)
     say(f"test rmse_a: {', '.join(f'{k} {v:.4f}' for k, v in rmse.items())}; bar {bar:.4f} met={summary['met']}")
     return summary

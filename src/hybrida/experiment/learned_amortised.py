@@ -20,14 +20,15 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from hybrida.assimilation.base import AssimilationMethod
 from hybrida.assimilation.ensemble.letkf import LETKF
 from hybrida.assimilation.learned import load_learned_analysis, save_learned_analysis
 from hybrida.assimilation.learned.amortised import AmortisedFilter, EnsembleSetConv
 from hybrida.cycle import FilterDiverged, run_cycle
-from hybrida.experiment.config import ConfigError, _Strict, apply_overrides, format_validation_error
+from hybrida.experiment.config import _Strict
+from hybrida.experiment.learned_analysis import pipeline_config, write_json
 from hybrida.experiment.twin import Twin, make_twin, nature_run
 from hybrida.io.atomic import atomic_write
 from hybrida.learn.amortised import (
@@ -97,14 +98,7 @@ QUICK = {
 
 def make_config(quick: bool, overrides: list[str]) -> AmortisedConfig:
     """The validated config: defaults (or the quick variant) with ``--set`` overrides applied."""
-    base = AmortisedConfig().model_dump()
-    if quick:
-        base.update(QUICK)
-    data = apply_overrides(base, overrides)
-    try:
-        return AmortisedConfig.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, AmortisedConfig)) from None
+    return pipeline_config(AmortisedConfig, QUICK, quick, overrides)
 
 
 def observation_system(config: AmortisedConfig, n: int = 40) -> ObservationSystem:
@@ -201,13 +195,6 @@ def _plots(out: Path, fit_history: list[dict[str, float]], series: dict[str, lis
     plt.close(fig)
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    def write(tmp: str) -> None:
-        Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True, default=float) + "\n")
-
-    atomic_write(path, write)
-
-
 def train(config: AmortisedConfig, out: Path, seed: int, resume: bool, progress: bool) -> tuple[AmortisedFilter, AmortisedFit]:
     """Make the training/validation data, train the network and save ``out/analysis.pt``."""
     seeds = _seeds(seed)
@@ -234,7 +221,7 @@ def train(config: AmortisedConfig, out: Path, seed: int, resume: bool, progress:
         fit.net, N=config.members, n=40, p=obs.network(1).p, loc=L96_LOC, scale=L96_SCALE, info=info
     )
     save_learned_analysis(method, out / "analysis.pt")
-    _write_json(out / "training.json", {"history": fit.history, **training_summary(fit)})
+    write_json(out / "training.json", {"history": fit.history, **training_summary(fit)})
     return method, fit
 
 
@@ -299,6 +286,6 @@ def run(
         "config": config.model_dump(),
     }
     _plots(out, train_info["history"], series, config.test_burn_in)
-    _write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary)
     say(f"amortised m={config.members}: test rmse {rmse:.3f} (bar {config.bar}); baselines {baselines}")
     return summary

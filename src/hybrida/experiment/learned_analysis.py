@@ -9,11 +9,17 @@ methods on the same test truth and observations, and writes ``out/summary.json``
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from hybrida.experiment.config import ConfigError
+from pydantic import BaseModel, ValidationError
+
+from hybrida.experiment.config import ConfigError, apply_overrides, format_validation_error
+from hybrida.io.atomic import atomic_write
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 #: preset name -> module with ``DESCRIPTION`` and ``run``
 PRESETS: dict[str, str] = {
@@ -58,3 +64,17 @@ def run_learned_analysis(
     return _pipeline(preset).run(
         Path(out), seed=int(seed), quick=bool(quick), overrides=list(overrides or []), resume=resume, progress=progress
     )
+
+
+def pipeline_config(cls: type[ConfigT], quick_values: dict[str, Any], quick: bool, overrides: list[str]) -> ConfigT:
+    """``cls`` from its defaults (with ``quick_values`` when ``quick``) and ``--set`` overrides, or a ConfigError."""
+    base = cls(**(quick_values if quick else {})).model_dump()
+    try:
+        return cls(**apply_overrides(base, overrides))
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, cls)) from None
+
+
+def write_json(path: Path, obj: dict[str, Any]) -> Path:
+    """``obj`` as indented JSON (keys sorted, tensors/numpy scalars as floats), written atomically."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n"))

@@ -26,7 +26,6 @@ same initial state.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from hybrida.assimilation.base import AssimilationMethod
 from hybrida.assimilation.ensemble.etkf import ETKF
@@ -43,10 +42,10 @@ from hybrida.assimilation.learned.cnn_analysis import CNNAnalysis, CNNAnalysisNe
 from hybrida.assimilation.variational.threedvar import ThreeDVar
 from hybrida.cycle import FilterDiverged, run_cycle
 from hybrida.experiment.builder import derive_seeds
-from hybrida.experiment.config import ConfigError, _Strict, apply_overrides, format_validation_error
+from hybrida.experiment.config import ConfigError, _Strict
+from hybrida.experiment.learned_analysis import pipeline_config, write_json
 from hybrida.experiment.reanalysis import assimilate
 from hybrida.experiment.twin import climatology, make_twin
-from hybrida.io.atomic import atomic_write
 from hybrida.io.checkpoint import atomic_torch_save
 from hybrida.learn.cnn_analysis import AnalysisPairs, Segments, fit_online, fit_unrolled
 from hybrida.models.lorenz96 import Lorenz96
@@ -107,11 +106,7 @@ QUICK: dict[str, Any] = {
 
 def make_config(quick: bool, overrides: list[str]) -> CNNAnalysisConfig:
     """The (quick) config with ``--set`` overrides applied, or a ConfigError naming the field."""
-    base = CNNAnalysisConfig(**(QUICK if quick else {})).model_dump()
-    try:
-        cfg = CNNAnalysisConfig(**apply_overrides(base, overrides))
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, CNNAnalysisConfig)) from None
+    cfg = pipeline_config(CNNAnalysisConfig, QUICK, quick, overrides)
     bad = sorted(set(cfg.variants) - set(VARIANTS))
     if bad or not cfg.variants:
         raise ConfigError(f"variants: {bad or '[]'} not allowed; choose among {list(VARIANTS)}")
@@ -287,10 +282,6 @@ def _plots(out: Path, histories: dict[str, dict], series: dict[str, list[float]]
     plt.close(fig)
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, sort_keys=True)))
-
-
 def run(
     out: Path,
     *,
@@ -395,7 +386,7 @@ def _run(cfg: CNNAnalysisConfig, out: Path, seed: int, quick: bool, resume: bool
     if "reanalysis" in methods:
         summary["rmse_reanalysis"] = rmse["cnn_reanalysis"]
         summary["bar_reanalysis"] = bars["reanalysis"]
-    _write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary)
     _plots(out, histories, result["series"], cfg.burn_in)
     say(f"test rmse_a: {', '.join(f'{k} {rmse[k]:.3f}' for k in [*names, *baselines])}")
     return summary
