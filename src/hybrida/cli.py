@@ -23,7 +23,7 @@ from hybrida.cli_assimilate import assimilate, assimilate_config
 from hybrida.cli_data import data_app, run_enso_preset
 from hybrida.cli_errors import OneLineErrors, check_out, err_console, fail, sanitise, whole_number
 from hybrida.cli_export import export
-from hybrida.cli_learn_analysis import learn_analysis, learn_analysis_presets
+from hybrida.cli_learn_analysis import register as register_learn_commands
 from hybrida.cli_sweep import sweep
 from hybrida.experiment.config import (
     ConfigError,
@@ -49,15 +49,14 @@ app = typer.Typer(
 learn_app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
-    help="Learned components: train and evaluate surrogate models (the DA-ML loop).",
+    help="Learned components: surrogates (the DA-ML loop), learned analyses, latent and score-based DA, learned filters.",
 )
 app.add_typer(learn_app, name="learn")
 app.add_typer(data_app, name="data")
 app.command(name="assimilate")(assimilate)
 app.command(name="export")(export)
 app.command(name="sweep")(sweep)
-learn_app.command("analysis")(learn_analysis)
-learn_app.command("analysis-presets")(learn_analysis_presets)
+register_learn_commands(learn_app)
 
 
 def _model_dt(data: dict[str, Any]) -> float | None:

@@ -1,9 +1,10 @@
-"""``hybrida learn analysis PRESET``: train a learned analysis and compare it with the classical ones.
+"""``hybrida learn {analysis,latent,score,filter} PRESET``: train a learned DA part and compare it with the classical ones.
 
 Each preset names a pipeline ``run(out, *, seed, quick, overrides, resume, progress) -> summary``
-that makes its twin, trains, saves ``out/analysis.pt``, cycles the learned and the classical
-methods on the same test truth and observations, and writes ``out/summary.json`` (``rmse``,
-``baselines``, ``train_s``, ``bar``, ``met``) and plots.
+that makes its twin, trains, saves the trained part into ``out``, cycles the learned and the
+classical methods on the same test truth and observations, and writes ``out/summary.json``
+(``rmse`` or ``r_rmse``, ``baselines``, ``train_s``, ``bar``, ``met``) and plots. Presets are
+grouped in families, one CLI command each.
 """
 
 from __future__ import annotations
@@ -21,30 +22,54 @@ from hybrida.io.atomic import atomic_write
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
-#: preset name -> module with ``DESCRIPTION`` and ``run``
-PRESETS: dict[str, str] = {
-    "aivar": "hybrida.experiment.learned_aivar",
-    "cnn_analysis": "hybrida.experiment.learned_cnn",
-    "amortised": "hybrida.experiment.learned_amortised",
-    "4dvarnet": "hybrida.experiment.learned_4dvarnet",
+#: family (``hybrida learn FAMILY``) -> preset name -> module with ``DESCRIPTION`` and ``run``
+FAMILIES: dict[str, dict[str, str]] = {
+    "analysis": {
+        "aivar": "hybrida.experiment.learned_aivar",
+        "cnn_analysis": "hybrida.experiment.learned_cnn",
+        "amortised": "hybrida.experiment.learned_amortised",
+        "4dvarnet": "hybrida.experiment.learned_4dvarnet",
+    },
+    "latent": {
+        "latent_ks": "hybrida.experiment.latent_ks",
+        "latent_l96": "hybrida.experiment.latent_l96",
+    },
+    "score": {
+        "score_l96": "hybrida.experiment.score_l96",
+    },
+    "filter": {
+        "bach2025_l96": "hybrida.experiment.filter_bach_l96",
+        "bach2025_ks": "hybrida.experiment.filter_bach_ks",
+    },
 }
+#: the learned analyses proper (``hybrida learn analysis``)
+PRESETS: dict[str, str] = FAMILIES["analysis"]
 
 
-def _pipeline(preset: str) -> Any:
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown learned-analysis preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+def _presets(family: str) -> dict[str, str]:
+    if family not in FAMILIES:
+        raise ConfigError(f"unknown family of learned parts {family!r}; choose one of: {', '.join(FAMILIES)}")
+    return FAMILIES[family]
+
+
+def _pipeline(preset: str, family: str = "analysis") -> Any:
+    presets = _presets(family)
+    if preset not in presets:
+        raise ConfigError(f"unknown learned-{family} preset {preset!r}; choose one of: {', '.join(presets)}")
     try:
-        return importlib.import_module(PRESETS[preset])
+        return importlib.import_module(presets[preset])
     except ModuleNotFoundError as err:
-        raise ConfigError(f"preset {preset!r} is not available in this build ({err})") from None
+        if err.name != presets[preset]:  # a dependency of the pipeline is missing: say which
+            raise ConfigError(f"preset {preset!r} needs the package {err.name!r}: install it") from None
+        raise ConfigError(f"preset {preset!r} is not available in this build") from None
 
 
-def descriptions() -> dict[str, str]:
+def descriptions(family: str = "analysis") -> dict[str, str]:
     """Preset name -> one-line description (presets not built yet say so)."""
     out = {}
-    for name in PRESETS:
+    for name in _presets(family):
         try:
-            out[name] = _pipeline(name).DESCRIPTION
+            out[name] = _pipeline(name, family).DESCRIPTION
         except ConfigError as err:
             out[name] = str(err)
     return out
@@ -54,14 +79,15 @@ def run_learned_analysis(
     preset: str,
     out: Path,
     *,
+    family: str = "analysis",
     seed: int = 1,
     quick: bool = False,
     overrides: list[str] | None = None,
     resume: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run preset ``preset`` into ``out``; returns the summary it wrote to ``out/summary.json``."""
-    return _pipeline(preset).run(
+    """Run preset ``preset`` of ``family`` into ``out``; returns the summary it wrote to ``out/summary.json``."""
+    return _pipeline(preset, family).run(
         Path(out), seed=int(seed), quick=bool(quick), overrides=list(overrides or []), resume=resume, progress=progress
     )
 
