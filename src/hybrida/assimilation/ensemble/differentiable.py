@@ -49,23 +49,47 @@ def dense_taper(n: int, locations: Tensor, radius: Tensor, taper: Callable[[Tens
 
 
 def local_etkf_update(E: Tensor, obs: Observation, rho: Tensor) -> Tensor:
-    """Posterior ensemble ``(..., N, n)`` of the LETKF with taper ``rho`` ``(n, p)`` (diagonal R)."""
+    """Posterior ensemble ``(..., N, n)`` of the LETKF with taper ``rho`` ``(..., n, p)`` (diagonal R)."""
     if not isinstance(obs.error, DiagonalError):
         raise ValueError("differentiable LETKF: R-localisation needs a diagonal R")  # noqa: TRY004
-    N = E.shape[-2]
+    sig = obs.error.variance.to(E).sqrt()
+    return local_etkf_arrays(E, obs.H(E), obs.y.to(E), sig, rho)
+
+
+def local_etkf_arrays(E: Tensor, HE: Tensor, y: Tensor, sig: Tensor, rho: Tensor, space: str = "auto") -> Tensor:
+    """Posterior ensemble ``(..., N, n)`` of the LETKF from arrays: H(E) ``(..., N, p)``, y ``(..., p)``, σ ``(p,)``.
+
+    ``rho`` ``(..., n, p)`` is the R⁻¹ taper (broadcast over the leading dimensions). Ensemble
+    space (N × N per grid point) or, equal in exact arithmetic and cheaper when p < N,
+    observation space: with S̃_i = S diag(√ρ_i) and M_i = S̃_iᵀ S̃_i (p × p),
+    C_i⁻¹ S̃_i = S̃_i (I + M_i)⁻¹ and C_i^{-1/2} = I − S̃_i (Q_i + I)⁻¹ Q_i² S̃_iᵀ, Q_i = (I + M_i)^{-1/2}
+    (from (1 + λ)^{-1/2} − 1 = −λ q² / (1 + q), q = (1 + λ)^{-1/2}). ``space``: "ensemble",
+    "observation" or "auto" (the smaller).
+    """
+    N, p = E.shape[-2], HE.shape[-1]
     xm = E.mean(-2, keepdim=True)
     A = E - xm
-    HE = obs.H(E)
     ym = HE.mean(-2, keepdim=True)
-    sig = obs.error.variance.to(E).sqrt()
     S = (HE - ym) / (sig * math.sqrt(N - 1))  # (..., N, p)
-    d = (obs.y.to(E) - ym.squeeze(-2)) / sig  # (..., p)
+    d = (y - ym.squeeze(-2)) / sig  # (..., p)
+    At = A.mT.unsqueeze(-2)  # (..., n, 1, N)
+    if space == "observation" or (space == "auto" and p < N):
+        pos = rho > 0  # √ρ with a zero (not NaN) gradient where ρ = 0: the double-where
+        sq = torch.where(pos, torch.where(pos, rho, 1.0).sqrt(), 0.0)  # (..., n, p)
+        St = S.unsqueeze(-3) * sq.unsqueeze(-2)  # (..., n, N, p)
+        eye_p = torch.eye(p, dtype=E.dtype, device=E.device)
+        Q, Minv = inv_sqrt_and_inv(St.mT @ St + eye_p)
+        AS = At @ St  # (..., n, 1, p)
+        w_obs = (Minv @ (sq * d.unsqueeze(-2)).unsqueeze(-1)).squeeze(-1)  # (..., n, p)
+        mean = xm.squeeze(-2) + (AS.squeeze(-2) * w_obs).sum(-1) / math.sqrt(N - 1)
+        G = torch.linalg.solve(Q + eye_p, Q @ Q)
+        anomalies = (At - AS @ G @ St.mT).squeeze(-2)  # (..., n, N)
+        return (mean.unsqueeze(-1) + anomalies).mT
     eye = torch.eye(N, dtype=E.dtype, device=E.device)
-    C = torch.einsum("...ap,ip,...bp->...iab", S, rho, S) + eye  # (..., n, N, N)
-    b = torch.einsum("...ap,ip,...p->...ia", S, rho, d)  # (..., n, N)
+    C = torch.einsum("...ap,...ip,...bp->...iab", S, rho, S) + eye  # (..., n, N, N)
+    b = torch.einsum("...ap,...ip,...p->...ia", S, rho, d)  # (..., n, N)
     Z, Cinv = inv_sqrt_and_inv(C)
     w = (Cinv @ b.unsqueeze(-1)).squeeze(-1) / math.sqrt(N - 1)  # (..., n, N)
-    At = A.mT.unsqueeze(-2)  # (..., n, 1, N)
     mean = xm.squeeze(-2) + (At.squeeze(-2) * w).sum(-1)  # (..., n)
     anomalies = (At @ Z).squeeze(-2)  # (..., n, N): row i of Aᵀ times T_i
     return (mean.unsqueeze(-1) + anomalies).mT

@@ -1,0 +1,198 @@
+"""A learned LETKF: a taper learned as a function of distance, modulated by the ensemble, and a learned inflation field.
+
+The setting of Bach et al. (2025, "Learning enhanced ensemble filters"): the LETKF stays
+the backbone and a permutation-invariant network of the forecast ensemble sets its
+localisation and inflation per analysis. Here
+
+* the taper ρ(d) is a free function of the state–observation distance: one value per
+  integer distance 0, 1, …, ``max_dist`` (σ(θ_d) ∈ (0, 1), linear in between), initialised
+  at Gaspari–Cohn GC(d / (1.82 · loc_rad));
+* :class:`~hybrida.assimilation.ensemble.learned_parameters.EnsembleFieldNet` (deep sets over
+  the members, periodic convolutions over the grid) rescales the distance per grid point
+  i, ρ_ij = ρ(d_ij / s_i), and the posterior inflation per grid point,
+  λ_i = 1 + (λ − 1) t_i, with s_i, t_i ∈ (1/2, 2), both 1 when untrained;
+* the analysis is :func:`~hybrida.assimilation.ensemble.differentiable.local_etkf_arrays`
+  (differentiable; observation space when p < N).
+
+The network has no parameter tied to N (pooling is a mean over members), so one trained
+at one ensemble size runs at any other. :class:`LearnedLETKF` is its learned-analysis
+wrapper (saved and loaded like the other learned analyses, kind ``"learned_filter"``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from hybrida.assimilation.ensemble.differentiable import local_etkf_arrays
+from hybrida.assimilation.ensemble.learned_parameters import EnsembleFieldNet
+from hybrida.assimilation.ensemble.letkf import GC_HALF_WIDTH_FACTOR
+from hybrida.assimilation.ensemble.localization import gaspari_cohn, periodic_distance
+from hybrida.assimilation.learned.base import LearnedAnalysis, rebuild_network
+from hybrida.observations.base import Observation
+from hybrida.observations.errors import DiagonalError
+
+__all__ = ["DistanceTaper", "LearnedFilterNet", "LearnedLETKF"]
+
+_EPS = 1e-4
+
+
+def _logit(p: Tensor) -> Tensor:
+    p = p.clamp(_EPS, 1.0 - _EPS)
+    return torch.log(p) - torch.log1p(-p)
+
+
+class DistanceTaper(nn.Module):
+    """Taper ρ(d) ∈ (0, 1) on integer distances 0 … ``max_dist`` (linear in between, constant beyond)."""
+
+    def __init__(self, max_dist: int, loc_rad: float):
+        super().__init__()
+        d = torch.arange(max_dist + 1, dtype=torch.float64)
+        gc = gaspari_cohn(d / (GC_HALF_WIDTH_FACTOR * loc_rad))
+        self.theta = nn.Parameter(_logit(gc))
+        self.max_dist = int(max_dist)
+
+    def values(self) -> Tensor:
+        """ρ at the integer distances 0 … max_dist."""
+        return torch.sigmoid(self.theta)
+
+    def forward(self, dist: Tensor) -> Tensor:
+        """ρ(dist), piecewise linear between integer distances."""
+        table = self.values().to(dist)
+        x = dist.clamp(0.0, float(self.max_dist))
+        i0 = x.detach().floor().clamp(max=self.max_dist - 1).long()
+        frac = x - i0.to(x.dtype)
+        return table[i0] * (1.0 - frac) + table[i0 + 1] * frac
+
+
+class LearnedFilterNet(nn.Module):
+    """Learned taper, inflation and ensemble field network of a periodic 1-D grid of ``n`` points.
+
+    ``forward(E, HE, y, sig, locations)`` is the analysis ensemble ``(..., N, n)``.
+    """
+
+    def __init__(self, n: int, loc_rad: float = 3.0, infl: float = 1.05, max_dist: int | None = None,
+                 field: dict[str, Any] | None = None):
+        super().__init__()
+        if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+            raise ValueError(f"LearnedFilterNet: n must be an integer >= 2, got {n!r}")
+        if not (math.isfinite(loc_rad) and loc_rad > 0):
+            raise ValueError(f"LearnedFilterNet: loc_rad must be > 0, got {loc_rad}")
+        if not (math.isfinite(infl) and infl > 1.0):
+            raise ValueError(f"LearnedFilterNet: infl must be > 1, got {infl}")
+        max_dist = n // 2 if max_dist is None else int(max_dist)
+        self.config = {"n": n, "loc_rad": float(loc_rad), "infl": float(infl), "max_dist": max_dist,
+                       "field": None if field is None else dict(field)}
+        self.n = n
+        self.taper = DistanceTaper(max_dist, loc_rad)
+        self.theta_infl = nn.Parameter(torch.tensor(math.log(math.expm1(infl - 1.0)), dtype=torch.float64))
+        self.field = EnsembleFieldNet(**field) if field is not None else None
+
+    @property
+    def infl(self) -> Tensor:
+        """Base posterior inflation 1 + softplus(θ)."""
+        return 1.0 + nn.functional.softplus(self.theta_infl)
+
+    def fields(self, E: Tensor) -> tuple[Tensor, Tensor]:
+        """Distance scale s_i and inflation λ_i per grid point, each ``(..., n)``."""
+        base = (self.infl - 1.0).to(E)
+        if self.field is None:
+            ones = torch.ones(E.shape[:-2] + E.shape[-1:], dtype=E.dtype, device=E.device)
+            return ones, 1.0 + base * ones
+        s, t = self.field(E)
+        return s, 1.0 + base * t
+
+    def taper_matrix(self, E: Tensor, locations: Tensor) -> tuple[Tensor, Tensor]:
+        """ρ ``(..., n, p)`` between grid points and observations, and the inflation field ``(..., n)``."""
+        grid = torch.arange(self.n, dtype=E.dtype, device=E.device)
+        dist = periodic_distance(grid.unsqueeze(-1), locations.to(E).unsqueeze(-2), float(self.n))
+        s, infl = self.fields(E)
+        return self.taper(dist / s.unsqueeze(-1)), infl
+
+    def forward(self, E: Tensor, HE: Tensor, y: Tensor, sig: Tensor, locations: Tensor) -> Tensor:
+        """Posterior ensemble ``(..., N, n)``: the LETKF with the learned taper, then the inflation field."""
+        rho, infl = self.taper_matrix(E, locations)
+        Ea = local_etkf_arrays(E, HE, y, sig, rho)
+        mean = Ea.mean(-2, keepdim=True)
+        return mean + infl.unsqueeze(-2) * (Ea - mean)
+
+
+class LearnedLETKF(LearnedAnalysis):
+    """The learned filter as an assimilation method: any ensemble size N ≥ 2, any located observations, diagonal R.
+
+    Trained for a state size ``n`` and a dtype (checked); ``p`` records the training network
+    but other observation networks are accepted (the taper is a function of distance).
+    """
+
+    kind = "ensemble"
+    kind_name = "learned_filter"
+
+    def __init__(self, net: LearnedFilterNet, p: int, dtype: torch.dtype = torch.float64,
+                 info: dict[str, Any] | None = None):
+        if not isinstance(net, LearnedFilterNet):
+            raise TypeError(f"LearnedLETKF: expected a LearnedFilterNet, got {type(net).__name__}")
+        self.net = net
+        self.n = net.n
+        self.p = int(p)
+        self.dtype = dtype
+        self.info = dict(info or {})
+        self._diag: dict[str, float] = {}
+
+    def check_inputs(self, prior: Tensor, obs: Observation) -> None:
+        """A ValueError naming what to fix for a wrong state size, dtype, ensemble or observations."""
+        if prior.ndim < 2 or prior.shape[-2] < 2:
+            raise ValueError(f"LearnedLETKF: prior must be an ensemble (..., N >= 2, n), got shape {tuple(prior.shape)}")
+        if prior.shape[-1] != self.n or prior.dtype != self.dtype:
+            raise ValueError(
+                f"LearnedLETKF: trained for n={self.n}, {str(self.dtype).removeprefix('torch.')}; got "
+                f"n={prior.shape[-1]}, {str(prior.dtype).removeprefix('torch.')} (train it for this state size "
+                "or cast the experiment's dtype)"
+            )
+        if not bool(torch.isfinite(prior).all()):
+            raise ValueError("LearnedLETKF: the prior ensemble has non-finite values")
+        if obs.locations is None:
+            raise ValueError("LearnedLETKF: observations need locations (grid coordinates) for the taper")
+        if not isinstance(obs.error, DiagonalError):
+            raise ValueError("LearnedLETKF: R-localisation needs a diagonal observation error")  # noqa: TRY004
+
+    def analyse(
+        self, prior: Tensor, obs: Observation, t: float = 0.0, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Posterior ensemble ``(..., N, n)`` (observations marked missing are dropped)."""
+        self.check_inputs(prior, obs)
+        obs = obs.valid()
+        if obs.p == 0:
+            self._diag = {"n_obs": 0.0}
+            return prior
+        sig = obs.error.variance.to(prior).sqrt()
+        with torch.no_grad():
+            Ea = self.net(prior, obs.H(prior), obs.y.to(prior), sig, obs.locations)
+            s, infl = self.net.fields(prior)
+        self._diag = {"n_obs": float(obs.p), "infl_mean": float(infl.mean()), "dist_scale_mean": float(s.mean())}
+        return Ea
+
+    def diagnostics(self) -> dict[str, float]:
+        """Number of observations, mean inflation and mean distance scale of the last analysis."""
+        return dict(self._diag)
+
+    def to_payload(self) -> dict[str, Any]:
+        """Network and training signature, as plain values and tensors."""
+        return self.payload_header({"info": self.info}, net=self.net)
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any], path: str | Path | None = None, **params: Any) -> LearnedLETKF:
+        """Rebuild from :meth:`to_payload`; no run-time parameters besides ``path`` (N comes from the experiment)."""
+        params.pop("N", None)
+        if params:
+            raise ValueError(f"LearnedLETKF: unknown parameters {sorted(params)}; it takes none besides path")
+        net = rebuild_network(payload["networks"]["net"], path)
+        if not isinstance(net, LearnedFilterNet):
+            raise ValueError(f"{path}: the saved network is a {type(net).__name__}, not a LearnedFilterNet")  # noqa: TRY004
+        return cls(net, p=int(payload["p"]), dtype=getattr(torch, payload["dtype"]), info=payload.get("info", {}))
+
+    def __repr__(self) -> str:
+        return f"LearnedLETKF(n={self.n}, infl={float(self.net.infl.detach()):.4g}, field={self.net.field is not None})"
