@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -12,12 +13,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
+from hybrida.io.atomic import atomic_write
+
 
 def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    """Write ``fig`` atomically (format from the suffix) and close it."""
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format=path.suffix[1:] or "png", dpi=110,
+                                                          bbox_inches="tight"))
+    finally:
+        plt.close(fig)
 
 
 def plot_rmse(ds: xr.Dataset, path: str | Path, burn_in: float | None = None) -> Path:
@@ -40,6 +45,31 @@ def plot_rmse(ds: xr.Dataset, path: str | Path, burn_in: float | None = None) ->
     ax.set_ylabel("RMSE / spread")
     ax.legend(ncol=5, fontsize=8, loc="upper right")
     ax.set_title(str(ds.attrs.get("title", "")), fontsize=9)
+    return _save(fig, Path(path))
+
+
+def running_mean(values: Sequence[float], window: int) -> tuple[np.ndarray, np.ndarray]:
+    """(cycle index, mean of the ``window`` values ending there); NaN (a lost cycle) makes its windows infinite."""
+    a = np.asarray(values, dtype=float)
+    if a.size < window:
+        return np.arange(a.size), a
+    smooth = np.convolve(np.nan_to_num(a, nan=np.inf), np.ones(window) / window, mode="valid")
+    return np.arange(window - 1, a.size), smooth
+
+
+def plot_rmse_series(
+    series: Mapping[str, Sequence[float]], path: str | Path, burn_in: int = 0, window: int = 25
+) -> Path:
+    """Per-cycle analysis rmse of several methods on the same test run, as ``window``-cycle running means."""
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    for name, values in series.items():
+        ax.plot(*running_mean(values, window), lw=1, label=name)
+    if burn_in:
+        ax.axvline(burn_in, color="k", ls=":", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xlabel("test cycle")
+    ax.set_ylabel(f"rmse_a ({window}-cycle running mean)")
+    ax.legend(fontsize=8)
     return _save(fig, Path(path))
 
 

@@ -66,3 +66,22 @@ def test_plots_written(tiny_config, tmp_path):
     assert {p.name for p in paths} == {"rmse.png", "hovmoller.png", "rank_histogram.png"}
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 1000
+
+
+def test_running_mean_of_the_rmse_series_marks_lost_cycles_and_short_series():
+    from hybrida.plots import running_mean
+
+    idx, smooth = running_mean([1.0, 2.0, 3.0, 4.0], 2)
+    assert idx.tolist() == [1, 2, 3] and smooth.tolist() == [1.5, 2.5, 3.5]
+    idx, smooth = running_mean([1.0, float("nan"), 3.0], 2)
+    assert smooth.tolist() == [float("inf"), float("inf")]  # a lost cycle shows, it is not averaged away
+    idx, smooth = running_mean([1.0, 2.0], 5)
+    assert idx.tolist() == [0, 1] and smooth.tolist() == [1.0, 2.0]
+
+
+def test_the_rmse_series_plot_is_written_atomically(tmp_path):
+    from hybrida.plots import plot_rmse_series
+
+    path = plot_rmse_series({"a": [1.0, 0.5, 0.4] * 20, "b": [2.0] * 60}, tmp_path / "sub" / "rmse.png", burn_in=5)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in path.parent.iterdir()] == ["rmse.png"]  # no temporary file left

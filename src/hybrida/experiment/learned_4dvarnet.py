@@ -50,6 +50,7 @@ from hybrida.learn.fourdvarnet import (
 )
 from hybrida.models.lorenz96 import Lorenz96
 from hybrida.observations.networks import RandomSubsetObs
+from hybrida.plots import plot_rmse_series
 
 DESCRIPTION = (
     "4DVarNet (Fablet et al. 2021): learned L96-ODE or CNN prior + ConvLSTM gradient solver on 200-step "
@@ -350,14 +351,4 @@ def _plots(out: Path, fit: FitResult4DVarNet, curves: dict[str, list[float]], cf
     fig.tight_layout()
     fig.savefig(out / "training.png", dpi=110)
     plt.close(fig)
-    fig, ax = plt.subplots(figsize=(7, 3.8))
-    for name, r in curves.items():
-        ax.plot(range(1, len(r) + 1), r, lw=0.8, label=name)
-    ax.axvline(cfg.burn_in, color="k", ls=":", lw=0.8)
-    ax.set_xlabel("cycle")
-    ax.set_ylabel("analysis rmse")
-    ax.set_yscale("log")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "rmse.png", dpi=110)
-    plt.close(fig)
+    plot_rmse_series(curves, out / "rmse.png", cfg.burn_in, window=1)

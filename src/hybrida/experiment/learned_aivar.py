@@ -42,6 +42,7 @@ from hybrida.learn.aivar import fit_aivar
 from hybrida.models.lorenz96 import Lorenz96
 from hybrida.observations.errors import DiagonalError
 from hybrida.observations.networks import IdentityObs, RadianceObs
+from hybrida.plots import plot_rmse_series
 
 DESCRIPTION = "AI-Var (Keller & Potthast 2024): a network trained on the 3D-Var cost; L96 sakov2008 vs iterative 3D-Var"
 OBS = ("identity", "radiance")
@@ -213,21 +214,7 @@ def _plots(out: Path, fits: list[dict], series: dict[str, list[float]], burn_in:
     fig.tight_layout()
     fig.savefig(out / "training.png", dpi=110)
     plt.close(fig)
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    w = 25
-    for name, s in series.items():
-        t = torch.tensor(s, dtype=torch.float64)
-        if len(s) > w:
-            ax.plot(range(w, w + len(s) - w + 1), t.unfold(0, w, 1).mean(-1), label=name)
-        else:
-            ax.plot(t, label=name)
-    ax.axvline(burn_in, color="gray", lw=0.5)
-    ax.set_xlabel("test cycle")
-    ax.set_ylabel("rmse_a (25-cycle running mean)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "rmse.png", dpi=110)
-    plt.close(fig)
+    plot_rmse_series(series, out / "rmse.png", burn_in)
 
 
 def run(

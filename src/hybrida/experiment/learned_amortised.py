@@ -42,6 +42,7 @@ from hybrida.models.lorenz96 import Lorenz96
 from hybrida.observations.networks import IdentityObs
 from hybrida.observations.rotating import RotatingEveryKthObs
 from hybrida.observations.system import ObservationSystem
+from hybrida.plots import plot_rmse_series
 
 DESCRIPTION = (
     "Amortised ensemble filter (McCabe & Brown 2021): L96 n=40, every 4th variable (rotating) every 0.1, "
@@ -178,21 +179,7 @@ def _plots(out: Path, fit_history: list[dict[str, float]], series: dict[str, lis
     fig.tight_layout()
     atomic_write(out / "training.png", lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    w = 100
-    for name, s in series.items():
-        a = np.asarray(s, dtype=float)
-        if a.size >= w:
-            a = np.convolve(np.nan_to_num(a, nan=np.inf), np.ones(w) / w, mode="valid")
-        ax.plot(np.arange(a.size) + (w - 1 if len(s) >= w else 0), a, label=name, lw=1)
-    ax.axvline(burn_in, color="k", ls=":", lw=0.8)
-    ax.set_xlabel("cycle")
-    ax.set_ylabel(f"analysis rmse ({w}-cycle mean)")
-    ax.set_yscale("log")
-    ax.legend()
-    fig.tight_layout()
-    atomic_write(out / "rmse.png", lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    plot_rmse_series(series, out / "rmse.png", burn_in, window=100)
 
 
 def train(config: AmortisedConfig, out: Path, seed: int, resume: bool, progress: bool) -> tuple[AmortisedFilter, AmortisedFit]:

@@ -50,6 +50,7 @@ from hybrida.io.checkpoint import atomic_torch_save
 from hybrida.learn.cnn_analysis import AnalysisPairs, Segments, fit_online, fit_unrolled
 from hybrida.models.lorenz96 import Lorenz96
 from hybrida.observations.networks import IdentityObs
+from hybrida.plots import plot_rmse_series
 
 DESCRIPTION = (
     "single-state CNN analysis (Bocquet et al. 2024) on L96 sakov2008, trained online on truth and on an "
@@ -266,20 +267,7 @@ def _plots(out: Path, histories: dict[str, dict], series: dict[str, list[float]]
     fig.tight_layout()
     fig.savefig(out / "training.png", dpi=110)
     plt.close(fig)
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    for name, s in series.items():
-        t = torch.tensor(s)
-        w = 25
-        smooth = torch.nn.functional.avg_pool1d(t.view(1, 1, -1), w, 1).view(-1) if len(s) > w else t
-        ax.plot(range(w, w + len(smooth)) if len(s) > w else range(len(s)), smooth, label=name)
-    ax.axvline(burn_in, color="gray", lw=0.5)
-    ax.set_yscale("log")
-    ax.set_xlabel("test cycle")
-    ax.set_ylabel("rmse_a (25-cycle running mean)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "rmse.png", dpi=110)
-    plt.close(fig)
+    plot_rmse_series(series, out / "rmse.png", burn_in)
 
 
 def run(
