@@ -47,36 +47,46 @@ def _logit(p: Tensor) -> Tensor:
 
 
 class DistanceTaper(nn.Module):
-    """Taper ρ(d) ∈ (0, 1) on integer distances 0 … ``max_dist`` (linear in between, constant beyond)."""
+    """Taper ρ_c(d) ∈ (0, 1) on integer distances 0 … ``max_dist`` (linear in between, constant beyond).
 
-    def __init__(self, max_dist: int, loc_rad: float):
+    One row per site class c (``classes`` rows, all initialised at Gaspari–Cohn of ``loc_rad``).
+    """
+
+    def __init__(self, max_dist: int, loc_rad: float, classes: int = 1):
         super().__init__()
         d = torch.arange(max_dist + 1, dtype=torch.float64)
         gc = gaspari_cohn(d / (GC_HALF_WIDTH_FACTOR * loc_rad))
-        self.theta = nn.Parameter(_logit(gc))
+        self.theta = nn.Parameter(_logit(gc).repeat(classes, 1))
         self.max_dist = int(max_dist)
 
     def values(self) -> Tensor:
-        """ρ at the integer distances 0 … max_dist."""
+        """ρ at the integer distances 0 … max_dist, ``(classes, max_dist + 1)``."""
         return torch.sigmoid(self.theta)
 
-    def forward(self, dist: Tensor) -> Tensor:
-        """ρ(dist), piecewise linear between integer distances."""
+    def forward(self, dist: Tensor, site: Tensor | None = None) -> Tensor:
+        """ρ(dist) ``(..., n, p)``, piecewise linear between integer distances; row ``site[i]`` for grid point i."""
         table = self.values().to(dist)
         x = dist.clamp(0.0, float(self.max_dist))
         i0 = x.detach().floor().clamp(max=self.max_dist - 1).long()
         frac = x - i0.to(x.dtype)
-        return table[i0] * (1.0 - frac) + table[i0 + 1] * frac
+        rows = table[site if site is not None else torch.zeros(dist.shape[-2], dtype=torch.long, device=dist.device)]
+        rows = rows.unsqueeze(-2).expand(*dist.shape, table.shape[-1])  # (..., n, p, max_dist + 1)
+        lo = rows.gather(-1, i0.unsqueeze(-1)).squeeze(-1)
+        hi = rows.gather(-1, (i0 + 1).unsqueeze(-1)).squeeze(-1)
+        return lo * (1.0 - frac) + hi * frac
 
 
 class LearnedFilterNet(nn.Module):
     """Learned taper, inflation and ensemble field network of a periodic 1-D grid of ``n`` points.
 
+    ``sites`` > 1 gives grid points their own taper row and base inflation by their distance
+    to the nearest observation (0, 1, …, sites − 1 and beyond): an observing network that
+    leaves points unobserved between observations calls for different weights there.
     ``forward(E, HE, y, sig, locations)`` is the analysis ensemble ``(..., N, n)``.
     """
 
     def __init__(self, n: int, loc_rad: float = 3.0, infl: float = 1.05, max_dist: int | None = None,
-                 field: dict[str, Any] | None = None):
+                 field: dict[str, Any] | None = None, sites: int = 1):
         super().__init__()
         if isinstance(n, bool) or not isinstance(n, int) or n < 2:
             raise ValueError(f"LearnedFilterNet: n must be an integer >= 2, got {n!r}")
@@ -84,22 +94,34 @@ class LearnedFilterNet(nn.Module):
             raise ValueError(f"LearnedFilterNet: loc_rad must be > 0, got {loc_rad}")
         if not (math.isfinite(infl) and infl > 1.0):
             raise ValueError(f"LearnedFilterNet: infl must be > 1, got {infl}")
+        if isinstance(sites, bool) or not isinstance(sites, int) or sites < 1:
+            raise ValueError(f"LearnedFilterNet: sites must be an integer >= 1, got {sites!r}")
         max_dist = n // 2 if max_dist is None else int(max_dist)
         self.config = {"n": n, "loc_rad": float(loc_rad), "infl": float(infl), "max_dist": max_dist,
-                       "field": None if field is None else dict(field)}
+                       "field": None if field is None else dict(field), "sites": sites}
         self.n = n
-        self.taper = DistanceTaper(max_dist, loc_rad)
-        self.theta_infl = nn.Parameter(torch.tensor(math.log(math.expm1(infl - 1.0)), dtype=torch.float64))
+        self.sites = sites
+        self.taper = DistanceTaper(max_dist, loc_rad, sites)
+        self.theta_infl = nn.Parameter(torch.full((sites,), math.log(math.expm1(infl - 1.0)), dtype=torch.float64))
         self.field = EnsembleFieldNet(**field) if field is not None else None
 
     @property
     def infl(self) -> Tensor:
-        """Base posterior inflation 1 + softplus(θ)."""
+        """Base posterior inflation 1 + softplus(θ) per site class ``(sites,)``."""
         return 1.0 + nn.functional.softplus(self.theta_infl)
 
-    def fields(self, E: Tensor) -> tuple[Tensor, Tensor]:
+    def site_classes(self, locations: Tensor) -> Tensor:
+        """Class of every grid point ``(n,)``: its distance to the nearest observation, rounded, at most sites − 1."""
+        grid = torch.arange(self.n, dtype=locations.dtype, device=locations.device)
+        if self.sites == 1 or locations.numel() == 0:
+            return torch.zeros(self.n, dtype=torch.long, device=locations.device)
+        near = periodic_distance(grid.unsqueeze(-1), locations.unsqueeze(-2), float(self.n)).amin(-1)
+        return near.round().clamp(max=self.sites - 1).long()
+
+    def fields(self, E: Tensor, locations: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Distance scale s_i and inflation λ_i per grid point, each ``(..., n)``."""
-        base = (self.infl - 1.0).to(E)
+        site = self.site_classes(locations.to(E)) if locations is not None else torch.zeros(self.n, dtype=torch.long)
+        base = (self.infl - 1.0).to(E)[site]
         if self.field is None:
             ones = torch.ones(E.shape[:-2] + E.shape[-1:], dtype=E.dtype, device=E.device)
             return ones, 1.0 + base * ones
@@ -108,10 +130,11 @@ class LearnedFilterNet(nn.Module):
 
     def taper_matrix(self, E: Tensor, locations: Tensor) -> tuple[Tensor, Tensor]:
         """ρ ``(..., n, p)`` between grid points and observations, and the inflation field ``(..., n)``."""
+        locations = locations.to(E)
         grid = torch.arange(self.n, dtype=E.dtype, device=E.device)
-        dist = periodic_distance(grid.unsqueeze(-1), locations.to(E).unsqueeze(-2), float(self.n))
-        s, infl = self.fields(E)
-        return self.taper(dist / s.unsqueeze(-1)), infl
+        dist = periodic_distance(grid.unsqueeze(-1), locations.unsqueeze(-2), float(self.n))
+        s, infl = self.fields(E, locations)
+        return self.taper(dist / s.unsqueeze(-1), self.site_classes(locations)), infl
 
     def forward(self, E: Tensor, HE: Tensor, y: Tensor, sig: Tensor, locations: Tensor) -> Tensor:
         """Posterior ensemble ``(..., N, n)``: the LETKF with the learned taper, then the inflation field."""
@@ -171,7 +194,7 @@ class LearnedLETKF(LearnedAnalysis):
         sig = obs.error.variance.to(prior).sqrt()
         with torch.no_grad():
             Ea = self.net(prior, obs.H(prior), obs.y.to(prior), sig, obs.locations)
-            s, infl = self.net.fields(prior)
+            s, infl = self.net.fields(prior, obs.locations)
         self._diag = {"n_obs": float(obs.p), "infl_mean": float(infl.mean()), "dist_scale_mean": float(s.mean())}
         return Ea
 
@@ -195,4 +218,4 @@ class LearnedLETKF(LearnedAnalysis):
         return cls(net, p=int(payload["p"]), dtype=getattr(torch, payload["dtype"]), info=payload.get("info", {}))
 
     def __repr__(self) -> str:
-        return f"LearnedLETKF(n={self.n}, infl={float(self.net.infl.detach()):.4g}, field={self.net.field is not None})"
+        return f"LearnedLETKF(n={self.n}, infl={self.net.infl.detach().tolist()}, field={self.net.field is not None})"
