@@ -197,6 +197,8 @@ def train_epoch(setup: BachSetup, net: nn.Module, opt: torch.optim.Optimizer, E0
     losses = []
     for k in range(burn_in + 1, K + 1):
         Ef = model.forecast(E, setup.steps)
+        if not bool(torch.isfinite(Ef).all()) or float(Ef.detach().abs().max()) > 1e3:
+            raise RuntimeError(f"train_epoch: the filter diverged at cycle {k} (lower the learning rate or inflation)")
         if loss == "observations" and k > burn_in + 1:
             r = (data.y[k - 1] - Ef.mean(-2)[..., idx]) / setup.sig
             terms.append((r * r).mean())

@@ -36,9 +36,9 @@ from hybrida.assimilation.learned.base import LearnedAnalysis, rebuild_network
 from hybrida.observations.base import Observation
 from hybrida.observations.errors import DiagonalError
 
-__all__ = ["DistanceTaper", "LearnedFilterNet", "LearnedLETKF"]
+__all__ = ["DistanceTaper", "LearnedFilterNet", "LearnedLETKF", "MeanCorrection"]
 
-_EPS = 1e-4
+_EPS = 1e-7
 
 
 def _logit(p: Tensor) -> Tensor:
@@ -76,6 +76,36 @@ class DistanceTaper(nn.Module):
         return lo * (1.0 - frac) + hi * frac
 
 
+class MeanCorrection(nn.Module):
+    """A correction δ ``(..., n)`` of the analysis mean (the optional gain correction), zero when untrained.
+
+    Periodic convolutions over member-symmetric channels: forecast and analysis means
+    (centred, /4), forecast and analysis spreads, the whitened innovation of the forecast
+    mean at the observed points (0 elsewhere) and the observation mask.
+    """
+
+    def __init__(self, hidden: int = 16, width: int = 2):
+        super().__init__()
+        self.config = {"hidden": hidden, "width": width}
+        k = 2 * width + 1
+
+        def conv(a: int, b: int) -> nn.Conv1d:
+            return nn.Conv1d(a, b, k, padding=width, padding_mode="circular", dtype=torch.float64)
+
+        self.body = nn.Sequential(conv(6, hidden), nn.GELU(), conv(hidden, hidden), nn.GELU(), conv(hidden, 1))
+        nn.init.zeros_(self.body[-1].weight)
+        nn.init.zeros_(self.body[-1].bias)
+
+    def forward(self, Ef: Tensor, Ea: Tensor, innovation: Tensor, mask: Tensor) -> Tensor:
+        """δ from forecast and analysis ensembles ``(..., N, n)`` and gridded innovation and mask ``(..., n)``."""
+        batch, n = Ef.shape[:-2], Ef.shape[-1]
+        mf, ma = Ef.mean(-2), Ea.mean(-2)
+        centre = mf.mean(-1, keepdim=True)
+        chans = torch.stack(((mf - centre) / 4.0, (ma - centre) / 4.0, Ef.std(-2), Ea.std(-2),
+                             innovation, mask.expand_as(mf)), -2)
+        return self.body(chans.reshape(-1, 6, n)).reshape(*batch, n)
+
+
 class LearnedFilterNet(nn.Module):
     """Learned taper, inflation and ensemble field network of a periodic 1-D grid of ``n`` points.
 
@@ -86,7 +116,7 @@ class LearnedFilterNet(nn.Module):
     """
 
     def __init__(self, n: int, loc_rad: float = 3.0, infl: float = 1.05, max_dist: int | None = None,
-                 field: dict[str, Any] | None = None, sites: int = 1):
+                 field: dict[str, Any] | None = None, sites: int = 1, correction: dict[str, Any] | None = None):
         super().__init__()
         if isinstance(n, bool) or not isinstance(n, int) or n < 2:
             raise ValueError(f"LearnedFilterNet: n must be an integer >= 2, got {n!r}")
@@ -98,12 +128,14 @@ class LearnedFilterNet(nn.Module):
             raise ValueError(f"LearnedFilterNet: sites must be an integer >= 1, got {sites!r}")
         max_dist = n // 2 if max_dist is None else int(max_dist)
         self.config = {"n": n, "loc_rad": float(loc_rad), "infl": float(infl), "max_dist": max_dist,
-                       "field": None if field is None else dict(field), "sites": sites}
+                       "field": None if field is None else dict(field), "sites": sites,
+                       "correction": None if correction is None else dict(correction)}
         self.n = n
         self.sites = sites
         self.taper = DistanceTaper(max_dist, loc_rad, sites)
         self.theta_infl = nn.Parameter(torch.full((sites,), math.log(math.expm1(infl - 1.0)), dtype=torch.float64))
         self.field = EnsembleFieldNet(**field) if field is not None else None
+        self.correction = MeanCorrection(**correction) if correction is not None else None
 
     @property
     def infl(self) -> Tensor:
@@ -141,7 +173,14 @@ class LearnedFilterNet(nn.Module):
         rho, infl = self.taper_matrix(E, locations)
         Ea = local_etkf_arrays(E, HE, y, sig, rho)
         mean = Ea.mean(-2, keepdim=True)
-        return mean + infl.unsqueeze(-2) * (Ea - mean)
+        Ea = mean + infl.unsqueeze(-2) * (Ea - mean)
+        if self.correction is None:
+            return Ea
+        cells = locations.to(E).round().long().remainder(self.n)
+        innovation = torch.zeros(E.shape[:-2] + (self.n,), dtype=E.dtype, device=E.device)
+        innovation = innovation.index_add(-1, cells, (y - HE.mean(-2)) / sig)
+        mask = torch.zeros(self.n, dtype=E.dtype, device=E.device).index_fill(0, cells, 1.0)
+        return Ea + self.correction(E, Ea, innovation, mask).unsqueeze(-2)
 
 
 class LearnedLETKF(LearnedAnalysis):
