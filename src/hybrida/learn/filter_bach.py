@@ -277,7 +277,7 @@ def fit_filter(setup: BachSetup, net: nn.Module, N: int, train: TwinData, valid:
             bad += 1
         cpu = cpu0 + time.process_time() - c0
         history.append({"epoch": float(epoch), "train_loss": train_loss, "valid_r_rmse": v, "cpu_s": cpu})
-        say(f"[{loss}] epoch {epoch}/{epochs}: train loss {train_loss:.4f}, validation R-RMSE {v:.4f} "
+        say(f"{loss} loss, epoch {epoch}/{epochs}: train loss {train_loss:.4f}, validation R-RMSE {v:.4f} "
             f"(best {best_valid:.4f}), {cpu:.0f} CPU s")
         if checkpoint is not None:
             atomic_torch_save({"net": net.state_dict(), "opt": opt.state_dict(), "generator": generator.get_state(),

@@ -3,6 +3,8 @@ the learned taper recovers Gaspari–Cohn from analyses made with it, save/load 
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -187,3 +189,36 @@ def test_bad_input_is_named():
         LearnedLETKF.from_payload(method.to_payload(), foo=1)
     with pytest.raises(ValueError, match="sites"):
         LearnedFilterNet(40, sites=0)
+
+
+def test_loaded_by_the_method_name_learned_and_cycled(tmp_path, monkeypatch):
+    """The saved filter through ``load_learned_analysis`` (kind ``learned_filter``) with a run-time N, cycled."""
+    from hybrida.assimilation import learned
+    from hybrida.cycle import run_cycle
+    from hybrida.experiment.twin import make_twin
+
+    monkeypatch.setitem(learned.KINDS, "learned_filter", "hybrida.assimilation.ensemble.learned_filter:LearnedLETKF")
+    net = LearnedFilterNet(40, loc_rad=2.0, infl=1.05, sites=3, correction={"hidden": 4, "width": 1})
+    path = save_learned_analysis(LearnedLETKF(net, p=10, N=20), tmp_path / "filter.pt")
+    method = learned.load_learned_analysis(path, N=12)
+    assert isinstance(method, LearnedLETKF) and method.N == 12
+    model = Lorenz96(n=40)
+    g = torch.Generator().manual_seed(0)
+    x0 = model.forecast(8.0 + torch.randn(40, generator=g, dtype=D), 500)
+    twin = make_twin(model, EveryKthObs(40, k=4, every=3), x0, 30, g)
+    state = method.initial_state(twin.truth[0], 1.0, g)
+    assert state.shape == (12, 40)
+    records = [r for r, _ in run_cycle(model, method, state, twin.truth, twin.observations, twin.steps_per_cycle,
+                                       generator=g, probabilistic_scores=False)]
+    assert len(records) == 30 and all(math.isfinite(r.rmse_a) for r in records)
+    letkf = LETKF(N=12, loc_rad=2.0, infl=1.05)  # untrained (zero correction): the same filter
+    g = torch.Generator().manual_seed(1)
+    ref = [r for r, _ in run_cycle(model, letkf, letkf.initial_state(twin.truth[0], 1.0, g), twin.truth,
+                                   twin.observations, twin.steps_per_cycle, generator=g, probabilistic_scores=False)]
+    g = torch.Generator().manual_seed(1)
+    again = [r for r, _ in run_cycle(model, method, method.initial_state(twin.truth[0], 1.0, g), twin.truth,
+                                     twin.observations, twin.steps_per_cycle, generator=g, probabilistic_scores=False)]
+    for r, q in zip(again, ref, strict=True):
+        assert r.rmse_a == pytest.approx(q.rmse_a, rel=1e-3)  # up to the taper floor 1e-7
+    with pytest.raises(ValueError, match="N"):
+        learned.load_learned_analysis(path, N=1)

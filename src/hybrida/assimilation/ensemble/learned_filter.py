@@ -187,16 +187,21 @@ class LearnedLETKF(LearnedAnalysis):
     """The learned filter as an assimilation method: any ensemble size N ≥ 2, any located observations, diagonal R.
 
     Trained for a state size ``n`` and a dtype (checked); ``p`` records the training network
-    but other observation networks are accepted (the taper is a function of distance).
+    but other observation networks are accepted (the taper is a function of distance). ``N``
+    only sets the size of the initial ensemble a run draws (default: the training size);
+    ``analyse`` takes any N.
     """
 
     kind = "ensemble"
     kind_name = "learned_filter"
 
-    def __init__(self, net: LearnedFilterNet, p: int, dtype: torch.dtype = torch.float64,
+    def __init__(self, net: LearnedFilterNet, p: int, N: int = 20, dtype: torch.dtype = torch.float64,
                  info: dict[str, Any] | None = None):
         if not isinstance(net, LearnedFilterNet):
             raise TypeError(f"LearnedLETKF: expected a LearnedFilterNet, got {type(net).__name__}")
+        if isinstance(N, bool) or not isinstance(N, int) or N < 2:
+            raise ValueError(f"LearnedLETKF: N (ensemble size) must be an integer >= 2, got {N!r}")
+        self.N = N
         self.net = net
         self.n = net.n
         self.p = int(p)
@@ -243,18 +248,18 @@ class LearnedLETKF(LearnedAnalysis):
 
     def to_payload(self) -> dict[str, Any]:
         """Network and training signature, as plain values and tensors."""
-        return self.payload_header({"info": self.info}, net=self.net)
+        return self.payload_header({"info": self.info, "N": self.N}, net=self.net)
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any], path: str | Path | None = None, **params: Any) -> LearnedLETKF:
-        """Rebuild from :meth:`to_payload`; no run-time parameters besides ``path`` (N comes from the experiment)."""
-        params.pop("N", None)
+        """Rebuild from :meth:`to_payload`; the run-time parameter ``N`` (ensemble size) overrides the training one."""
+        N = params.pop("N", payload.get("N", 20))
         if params:
-            raise ValueError(f"LearnedLETKF: unknown parameters {sorted(params)}; it takes none besides path")
+            raise ValueError(f"LearnedLETKF: unknown parameters {sorted(params)}; it takes only N besides path")
         net = rebuild_network(payload["networks"]["net"], path)
         if not isinstance(net, LearnedFilterNet):
             raise ValueError(f"{path}: the saved network is a {type(net).__name__}, not a LearnedFilterNet")  # noqa: TRY004
-        return cls(net, p=int(payload["p"]), dtype=getattr(torch, payload["dtype"]), info=payload.get("info", {}))
+        return cls(net, p=int(payload["p"]), N=N, dtype=getattr(torch, payload["dtype"]), info=payload.get("info", {}))
 
     def __repr__(self) -> str:
-        return f"LearnedLETKF(n={self.n}, infl={self.net.infl.detach().tolist()}, field={self.net.field is not None})"
+        return f"LearnedLETKF(N={self.N}, n={self.n}, infl={self.net.infl.detach().tolist()}, field={self.net.field is not None})"
