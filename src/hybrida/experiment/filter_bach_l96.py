@@ -195,15 +195,20 @@ def _plots(out: Path, setup: BachSetup, nets: dict[str, LearnedFilterNet], grid:
     import matplotlib.pyplot as plt
 
     from hybrida.assimilation.ensemble.letkf import GC_HALF_WIDTH_FACTOR
-    from hybrida.assimilation.ensemble.localization import gaspari_cohn
+    from hybrida.assimilation.ensemble.localization import gaspari_cohn, periodic_distance
 
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
     d = torch.arange(nets["truth"].taper.max_dist + 1, dtype=torch.float64)
     ax[0].plot(d, gaspari_cohn(d / (GC_HALF_WIDTH_FACTOR * grid["loc_rad"])), "k--",
                label=f"GC, tuned radius {grid['loc_rad']:g}")
+    locations = setup.obs_index.to(torch.float64)
+    grid_points = torch.arange(setup.n, dtype=torch.float64)
+    dist = periodic_distance(grid_points.unsqueeze(-1), locations.unsqueeze(-2), float(setup.n)).round().long()
     for name, net in nets.items():
+        site = net.site_classes(locations)
         for c, row in enumerate(net.taper.values().detach()):
-            ax[0].plot(d, row, "o-", ms=3, label=f"learned ({name}, site {c})")
+            used = sorted({int(v) for v in dist[site == c].flatten() if v <= net.taper.max_dist})  # distances that occur
+            ax[0].plot(used, row[used], "o-", ms=3, label=f"learned ({name}, {c} from the nearest obs)")
     ax[0].set_xlabel("state-observation distance (grid points)")
     ax[0].set_ylabel("taper ρ(d)")
     ax[0].set_xlim(0, 12)
