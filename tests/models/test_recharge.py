@@ -11,7 +11,7 @@ import torch
 
 from hybrida.models.augmented import AugmentedModel
 from hybrida.models.linearize import tangent_linear, tangent_linear_and_adjoint
-from hybrida.models.recharge import RechargeOscillator, linear_frequency
+from hybrida.models.recharge import RechargeOscillator, h_lead_months, linear_frequency
 from hybrida.registry import MODELS, resolve
 
 NONLINEAR = {"R": 0.01, "epsilon": 0.1, "seasonal_amp": 0.05, "seasonal_phase": 10.0}
@@ -98,3 +98,24 @@ def test_registered_and_dtype_follows_input():
     assert RechargeOscillator(seasonal_amp=0.05).step(x, 1.0).dtype == torch.float32
     with pytest.raises(ValueError, match="last dimension"):
         RechargeOscillator().step(torch.zeros(3))
+
+
+@pytest.mark.parametrize("r", [0.03, 0.14])
+def test_noise_driven_h_leads_t_by_the_linear_phase(r):
+    """A long noise-forced run: the lag maximising corr(h(t), T(t+lag)) is the free mode's phase lead."""
+    from hybrida.experiment.enso_scores import h_leads_t
+
+    params = {"R": -0.03 if r < 0.1 else 0.01, "gamma": 0.12, "r": r, "alpha": 0.12 if r < 0.1 else 0.19}
+    model = RechargeOscillator(**params)
+    gen = torch.Generator().manual_seed(0)
+    x, rows = torch.zeros(2, dtype=torch.float64), []
+    for _ in range(20000):
+        x = model.step(x) + 0.1 * torch.randn(2, generator=gen, dtype=torch.float64) * torch.tensor([1.0, 0.0])
+        rows.append(x)
+    T, h = torch.stack(rows).numpy().T
+    lag, corr = h_leads_t(h, T, np.ones(T.size, dtype=bool), max_lag=30)
+    expected = h_lead_months(**params)
+    assert abs(lag - expected) <= 2.5, (lag, expected)
+    assert corr > (0.5 if r < 0.1 else 0.2)  # a strongly damped h follows T less tightly
+    # a quarter period when R + r = 0; longer with a strongly damped h
+    assert expected == pytest.approx(0.25 * 2 * math.pi / linear_frequency(**params)[1]) if r < 0.1 else expected > 14

@@ -48,7 +48,7 @@ def summarise(
 
     summary: dict[str, Any] = {"name": cfg.name, "seed": cfg.seed, "members": cfg.members, "config": asdict(cfg),
                                "sigma_o_tuned": sigma_o, "noise_std_tuned": noise, "desroziers_history": history,
-                               "innovations": {}, "skill": {}, "independent": {}, "parameters": {}, "targets": {}}
+                               "innovations": {}, "skill": {}, "independent": {}, "parameters": {}, "oscillator": {}, "targets": {}}
     if fit_info is not None:
         summary["correction_fit"] = fit_info
     for name, run in runs.items():
@@ -68,6 +68,7 @@ def summarise(
         summary["parameters"][name] = {
             k: {"end_of_fit": float(v[last_fit, 0]), "end": float(v[-1, 0]), "spread_end": float(v[-1, 1]),
                 "mean_after_spin_up": float(v[SPIN_UP:, 0].mean())} for k, v in run.params.items()}
+        summary["oscillator"][name] = _linear_mode(cfg, summary["parameters"][name])
         summary["targets"][name] = _targets(summary["skill"][name])
         summary["wall_s_" + name] = run.wall_s
     if "learned" in runs:
@@ -77,6 +78,24 @@ def summarise(
                 acc_p = summary["skill"]["recharge"][period]["acc"][ACC_LEAD - 1]
                 summary["targets"]["learned"][f"{period}_improves_acc6"] = bool(acc_l > acc_p)
     return summary
+
+
+def _linear_mode(cfg: EnsoConfig, parameters: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Period and h-T lead (months) of the linear oscillator with the parameters at the end of the fit period.
+
+    The analysed h can only lead T as the model's own free mode makes it (h is never
+    observed), so ``h_leads_T_months`` of the independent checks is compared with this.
+    """
+    from hybrida.models.recharge import RechargeOscillator, h_lead_months, linear_frequency
+
+    defaults = RechargeOscillator()
+    value = {k: float(cfg.fixed.get(k, getattr(defaults, k))) for k in ("R", "gamma", "r", "alpha")}
+    value.update({k: v["end_of_fit"] for k, v in parameters.items() if k in value})
+    try:
+        omega = linear_frequency(**value)[1]
+        return {"period_months": 2 * math.pi / omega, "h_leads_T_months": h_lead_months(**value), **value}
+    except ValueError:  # no oscillation with these parameters
+        return {"period_months": math.inf, "h_leads_T_months": math.nan, **value}
 
 
 def _targets(skill: dict[str, dict[str, list[float]]]) -> dict[str, Any]:

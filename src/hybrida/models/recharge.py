@@ -9,7 +9,7 @@ from torch import Tensor
 
 from hybrida.models.base import ODEModel
 
-__all__ = ["RechargeOscillator", "linear_frequency"]
+__all__ = ["RechargeOscillator", "h_lead_months", "linear_frequency"]
 
 Param = float | Tensor
 
@@ -26,6 +26,18 @@ def linear_frequency(R: float, gamma: float, r: float, alpha: float) -> tuple[fl
     if disc <= 0:
         raise ValueError(f"no oscillation: alpha*gamma - (R + r)^2 / 4 = {disc:g} <= 0")
     return 0.5 * (R - r), math.sqrt(disc)
+
+
+def h_lead_months(R: float, gamma: float, r: float, alpha: float) -> float:
+    """How many months h leads T in the linear oscillator's free mode (a phase, not a fit).
+
+    For T ∝ e^{λt}, λ = σ + iω, the h equation gives h = −α T / (λ + r), so h leads
+    T by the phase π − arg(λ + r) = π − atan2(ω, (R + r)/2), i.e. by
+    (π − atan2(ω, (R + r)/2)) / ω months: a quarter period when R + r = 0 and more
+    as the damping r of h grows (h then follows −T more closely).
+    """
+    sigma_plus_r, omega = 0.5 * (R + r), linear_frequency(R, gamma, r, alpha)[1]
+    return (math.pi - math.atan2(omega, sigma_plus_r)) / omega
 
 
 class RechargeOscillator(ODEModel):
