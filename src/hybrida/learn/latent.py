@@ -93,6 +93,7 @@ def fit_autoencoder(
     max_seconds: float = 300.0,
     patience: int = 10,
     pod_init: bool = True,
+    bypass_lr: float = 0.1,
     generator: torch.Generator | None = None,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
@@ -105,7 +106,8 @@ def fit_autoencoder(
     or after ``max_seconds``; the best weights are restored. Float32 network. With
     ``pod_init`` the network's linear bypass starts at the POD of ``train``
     (:meth:`PeriodicAutoencoder.init_from_pod`), so training refines POD with a nonlinear
-    correction; ``history[0]`` (epoch 0) is the error before training.
+    correction; the bypass then learns at ``bypass_lr`` times ``lr`` (0 freezes it at POD), so
+    the first steps do not undo POD. ``history[0]`` (epoch 0) is the error before training.
     """
     Xtr, Xva = _snapshots(train, "fit_autoencoder: train"), _snapshots(valid, "fit_autoencoder: valid")
     n = Xtr.shape[-1]
@@ -122,7 +124,10 @@ def fit_autoencoder(
     if pod_init:
         pod = fit_pod(ztr.double(), k)
         net.init_from_pod(pod.mean, pod.basis)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    bypass = [p for name, p in net.named_parameters() if name.startswith("lin_")] if pod_init else []
+    others = [p for p in net.parameters() if all(p is not b for b in bypass)]
+    groups = [{"params": others, "lr": lr}] + ([{"params": bypass, "lr": lr * bypass_lr}] if bypass else [])
+    opt = torch.optim.Adam(groups, lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(max_epochs, 1))
     gen = generator if generator is not None else torch.Generator().manual_seed(seed)
     t0, c0 = time.perf_counter(), time.process_time()

@@ -103,6 +103,13 @@ class LatentDA(LearnedAnalysis):
     :class:`LatentSurrogate`, replaces the full-space forecast by encode → latent forecast →
     decode. ``spec`` ({"name", "params"}) records how ``method`` was built, so the whole
     analysis can be saved (:meth:`to_payload`) and loaded as method ``learned``.
+
+    For a single-state prior (3D-Var) and a nonlinear decoder, ``linearise_once=True`` gives
+    the latent observation the Jacobian of z ↦ H(decode(z) + r) at the background (one
+    ``torch.func.jacfwd`` pass) as its ``matrix``: the variational method then runs one
+    Gauss–Newton outer loop with that Jacobian (incremental 3D-Var with a single outer loop,
+    Courtier et al. 1994) instead of an autodiff pass per CG iteration; ``False`` relinearises
+    by autodiff at every iteration.
     """
 
     kind_name = "latent"
@@ -114,6 +121,7 @@ class LatentDA(LearnedAnalysis):
         update: Literal["increment", "replace"] = "increment",
         surrogate: LatentSurrogate | None = None,
         spec: dict[str, Any] | None = None,
+        linearise_once: bool = True,
     ):
         if not isinstance(method, AssimilationMethod):
             raise ValueError(f"LatentDA: method must be an AssimilationMethod, got {type(method).__name__}")  # noqa: TRY004
@@ -126,7 +134,7 @@ class LatentDA(LearnedAnalysis):
                 "(build its climatology from encoded states)"
             )
         self.method, self.reduction, self.update, self.surrogate = method, reduction, update, surrogate
-        self.spec = spec
+        self.spec, self.linearise_once = spec, bool(linearise_once)
         self.kind, self.N = method.kind, method.N
         self.n, self.p, self.dtype = reduction.n, 0, torch.float64
 
@@ -171,6 +179,8 @@ class LatentDA(LearnedAnalysis):
             Z = red.encode(X)
             Xz = red.decode(Z)
         lobs = latent_observation(obs, red, X - Xz if self.update == "increment" else None)
+        if Z.ndim == 1 and lobs.matrix is None and self.linearise_once:
+            lobs.matrix = torch.func.jacfwd(lobs.operator)(Z).detach()
         Za = self.method.analyse(Z, lobs, t, generator)
         if not isinstance(Za, Tensor):
             raise ValueError(f"LatentDA: {type(self.method).__name__} returned {type(Za).__name__}, expected a tensor")  # noqa: TRY004
