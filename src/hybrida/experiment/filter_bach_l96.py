@@ -74,6 +74,8 @@ class FilterBachConfig(_Strict):
     lr: float = Field(0.003, gt=0, description="Adam learning rate")
     window: int = Field(10, ge=1, description="cycles per truncated-BPTT window")
     patience: int = Field(4, ge=1, description="epochs without validation improvement before stopping")
+    fresh_data: bool = Field(True, description="new training trajectories every epoch (False: one fixed set)")
+    max_minutes: float = Field(60.0, gt=0, description="wall-time budget of each training (minutes)")
     hidden: int = Field(8, ge=1, description="channels of the ensemble field network")
     width: int = Field(2, ge=1, description="half-width of its periodic convolutions")
     field: bool = Field(False, description="use the ensemble field network (False: taper and scalar inflation only)")
@@ -93,7 +95,7 @@ QUICK = {
     "sizes": [10, 20], "infls": [1.02, 1.05, 1.08], "radii": [1.5, 2.5, 4.0], "grid_trajectories": 4,
     "grid_cycles": 250, "train_trajectories": 8, "train_cycles": 200, "valid_trajectories": 4, "valid_cycles": 200,
     "test_trajectories": 8, "test_cycles": 400, "burn_in": 50, "epochs": 4, "hidden": 4, "truth_free": False,
-    "field": False, "correction": False, "init_loc_rad": 6.0, "init_infl": 1.15, "lr": 0.1, "window": 5, "bar_truth": -0.03,
+    "field": False, "correction": False, "fresh_data": False, "init_loc_rad": 6.0, "init_infl": 1.15, "lr": 0.1, "window": 5, "bar_truth": -0.03,
     "bar_sizes": [20],
 }
 #: the quick preset starts far from the tuned LETKF (radius 6, inflation 1.15) and must come back within 3% of it
@@ -156,7 +158,8 @@ def _train(setup: BachSetup, config: FilterBachConfig, data: dict[str, TwinData]
         return net, {"history": [], "best_valid": math.nan, "cpu_s": 0.0, "wall_s": 0.0, "stopped_early": False}
     fit = fit_filter(setup, net, config.train_N, data["train"], data["valid"], generator=_gen(seeds["fit"]),
                      loss=loss, epochs=config.epochs, lr=config.lr, window=config.window, patience=config.patience,
-                     burn_in=config.burn_in, checkpoint=out / f"checkpoint_{loss}.pt", resume=resume, progress=say)
+                     burn_in=config.burn_in, checkpoint=out / f"checkpoint_{loss}.pt", resume=resume, progress=say,
+                     fresh_data=config.fresh_data, max_seconds=60.0 * config.max_minutes)
     return net, {"history": fit.history, "best_valid": fit.best_valid, "cpu_s": fit.cpu_s, "wall_s": fit.wall_s,
                  "stopped_early": fit.stopped_early}
 
@@ -166,7 +169,8 @@ def _finetune(setup: BachSetup, config: FilterBachConfig, data: dict[str, TwinDa
     tuned = copy.deepcopy(net)
     fit = fit_filter(setup, tuned, N, data["train"], data["valid"], generator=_gen(seeds["fit"] + N), loss="truth",
                      epochs=config.finetune_epochs, lr=config.lr / 2, window=config.window,
-                     patience=config.patience, burn_in=config.burn_in, progress=say)
+                     patience=config.patience, burn_in=config.burn_in, progress=say, fresh_data=config.fresh_data,
+                     max_seconds=60.0 * config.max_minutes)
     return tuned, fit.cpu_s
 
 

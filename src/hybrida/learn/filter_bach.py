@@ -232,14 +232,18 @@ class FitResult:
 def fit_filter(setup: BachSetup, net: nn.Module, N: int, train: TwinData, valid: TwinData, *,
                generator: torch.Generator, loss: str = "truth", epochs: int = 10, lr: float = 0.02,
                window: int = 10, patience: int = 3, burn_in: int = 100, checkpoint: Path | None = None,
-               resume: bool = False, progress: Callable[[str], None] | None = None) -> FitResult:
+               resume: bool = False, progress: Callable[[str], None] | None = None, fresh_data: bool = False,
+               max_seconds: float = math.inf) -> FitResult:
     """Train ``net`` (in place) at ensemble size N, epoch by epoch; keep the weights with the best validation R-RMSE.
 
     Each epoch starts the training trajectories from fresh ensembles (``generator``) and runs
     :func:`train_epoch`; validation is the R-RMSE on ``valid`` from fixed start ensembles.
     Stops after ``patience`` epochs without improvement. With ``checkpoint`` the state after
     every epoch is saved there and ``resume`` continues from it. Truth is used only by
-    ``loss="truth"`` and by the validation score (early stopping).
+    ``loss="truth"`` and by the validation score (early stopping). ``fresh_data``: every epoch
+    after the first trains on new trajectories of the same size as ``train`` (drawn with
+    ``generator``; a twin can make as many as it likes, which keeps a network from fitting
+    the noise of one training set). Stops after ``max_seconds`` of wall time.
     """
     from hybrida.io.checkpoint import atomic_torch_save
 
@@ -267,6 +271,12 @@ def fit_filter(setup: BachSetup, net: nn.Module, N: int, train: TwinData, valid:
         if bad >= patience:
             stopped = True
             break
+        if wall0 + time.perf_counter() - w0 > max_seconds:
+            say(f"training time budget of {max_seconds:.0f} s spent: stopping after epoch {epoch - 1}")
+            break
+        if fresh_data and epoch > 1:
+            B, K = train.truth.shape[1], train.y.shape[0]
+            train = make_data(setup, B, K, generator)
         E0 = initial_ensemble(train, N, generator)
         train_loss = train_epoch(setup, net, opt, E0, train, loss=loss, window=window, burn_in=min(20, burn_in))
         v = float(cycle_r_rmse(setup, learned_analysis(setup, net), E_valid, valid, burn_valid).mean())
