@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from hybrida.assimilation.learned.latent import LatentDA
 from hybrida.experiment import latent_ks, latent_l96
@@ -35,14 +36,12 @@ def test_latent_l96_tiny_runs_and_the_autoencoder_learns(tmp_path):
     assert again["autoencoder"]["reconstruction_rmse"]["ae"] == pytest.approx(history["ae"])
 
 
-def test_latent_ks_tiny_runs(tmp_path):
+def test_latent_ks_tiny_runs(tmp_path, monkeypatch):
     s = latent_ks.run(tmp_path, seed=2, quick=True, overrides=[*TINY, "free_run=300", "test_cycles=20",
                                                                "tune_cycles=10", "epochs=2", "burn_in=5"])
     assert s["problem"] == "ks/bocquet2019" and s["latent"] == 8
     assert s["bars"][0]["bar"].startswith("latent ETKF") and "speedup" in s["bars"][0]
-    import torch
 
-    from hybrida.assimilation.learned import load_learned_analysis  # noqa: F401  (format shared with 'learned')
 
     payload = torch.load(tmp_path / "analysis.pt", weights_only=True)
     assert payload["kind"] == "latent" and isinstance(LatentDA.from_payload(payload), LatentDA)

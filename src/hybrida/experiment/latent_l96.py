@@ -31,12 +31,12 @@ DESCRIPTION = (
 DEFAULTS: dict[str, Any] = {
     "latent": 32, "members": 20, "particles": 100, "free_run": 20000, "test_cycles": 1000, "burn_in": 200,
     "tune_cycles": 400, "loc_rad": 4.0, "letkf_infl": [1.02, 1.05], "etkf_infl": [1.02, 1.05, 1.1],
-    "xB": [0.02, 0.05, 0.1], "pf_reg": [0.5, 1.0, 2.0], "levels": 2, "init_std": 1.0,
+    "xB": [0.02, 0.05, 0.1], "pf_reg": [0.5, 1.0, 4.0], "levels": 2, "init_std": 1.0, "var_update": "increment",
 }
 QUICK: dict[str, Any] = {
     **DEFAULTS, "free_run": 5000, "test_cycles": 300, "burn_in": 50, "tune_cycles": 100, "epochs": 25,
-    "max_minutes": 1.0, "letkf_infl": [1.05], "etkf_infl": [1.05, 1.2], "xB": [0.05],
-    "pf_reg": [1.0, 2.0], "channels": 8,
+    "max_minutes": 1.0, "letkf_infl": [1.05], "etkf_infl": [1.05, 1.2], "xB": [0.02, 0.05],
+    "pf_reg": [1.0, 4.0], "channels": 8,
 }
 
 
