@@ -10,7 +10,8 @@ Setup: Lorenz-96 n=40, F=8, dt=0.05; windows of ``window`` states one model step
    filter up to each window and smooths over it (lag = the window); with ``past=True`` the
    score sampler gets the same past information as one pseudo-observation of the state just
    before the window (the EnKS filtered mean, its spread as the error std).
-3. GenCast-like generated ensembles: :class:`GeneratedEnsembleETKF` cycled by
+3. GenCast-like generated ensembles: :class:`GeneratedEnsembleETKF` (each member's forecast
+   sampled given its own past states, recentred on one model forecast) cycled by
    :func:`~hybrida.cycle.run_cycle` against the ETKF with a model-propagated ensemble of the
    same N on the same truth and observations.
 """
@@ -84,6 +85,7 @@ class ScoreL96Config(_Strict):
     cycles: int = Field(100, ge=2, description="cycles of the generated-ensemble comparison")
     cycle_burn_in: int = Field(20, ge=0, description="cycles left out of the time-mean rmse_a")
     gen_steps: int = Field(32, ge=2, description="DDIM steps per generated forecast ensemble")
+    history_std: float = Field(0.5, gt=0, description="error std of a member's past states when generating")
     gen_infl: float = Field(1.0, gt=0, description="inflation of the generated-ensemble ETKF")
     etkf_infl: float = Field(1.02, gt=0, description="inflation of the model-propagated ETKF")
     bar_rmse: float = Field(1.3, gt=0, description="score posterior-mean rmse / EnKS rmse must be <= this")
@@ -215,7 +217,7 @@ def generated_ensembles(prior: NetworkPrior, config: ScoreL96Config, seed: int) 
                      _attractor_state(model, seeds["cycle"]), config.cycles, gen)
     burn = min(config.cycle_burn_in, config.cycles // 2)
     generated = GeneratedEnsembleETKF(prior, config.members, config.gen_infl, steps=config.gen_steps,
-                                      gamma=config.gamma, seed=seeds["sample"] + 1)
+                                      gamma=config.gamma, history_std=config.history_std, seed=seeds["sample"] + 1)
     t0 = time.process_time()
     r_gen = _cycle(model, generated, twin, burn, seeds["cycle"] + 1)
     cpu_gen = time.process_time() - t0

@@ -31,9 +31,11 @@ def test_cycles_through_run_cycle_with_generated_members() -> None:
     assert prior.shape == (10, 40)
     assert torch.allclose(prior.mean(0), model.forecast(state.mean(0), 1))
     method.reset()
-    records = [rec for rec, _ in run_cycle(model, method, state, twin.truth, twin.observations, 1, generator=gen)]
+    out = list(run_cycle(model, method, state, twin.truth, twin.observations, 1, generator=gen))
+    records = [rec for rec, _ in out]
     assert len(records) == 4 and all(r.spread_f > 0 for r in records)
-    assert len(method.history) == 3  # the last L-1 analyses
+    assert method.history.shape == (10, 3, 40)  # every member's last L-1 analysed states
+    assert torch.equal(method.history[:, -1], out[-1][1])
 
 
 def test_same_seed_same_members() -> None:
@@ -56,5 +58,5 @@ def test_bad_input_is_a_clear_value_error() -> None:
         method.forecast(Lorenz96(20, 8.0, 0.05), torch.zeros(10, 20, dtype=torch.float64), 1)
     with pytest.raises(ValueError, match="N must be"):
         GeneratedEnsembleETKF(_prior(), 1)
-    with pytest.raises(ValueError, match="forecast_std"):
-        GeneratedEnsembleETKF(_prior(), 10, forecast_std=0.0)
+    with pytest.raises(ValueError, match="history_std"):
+        GeneratedEnsembleETKF(_prior(), 10, history_std=0.0)

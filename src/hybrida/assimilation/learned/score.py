@@ -36,6 +36,7 @@ __all__ = [
     "NetworkPrior",
     "check_window_observations",
     "guided_eps",
+    "sample_each",
     "sample_posterior",
     "vp_schedule",
 ]
@@ -224,6 +225,31 @@ def sample_posterior(
         z = torch.randn((B, *y.shape), generator=generator, dtype=y.dtype).to(y.device)
         out.append(_sample(prior, z, y, std, steps, corrections, tau, gamma, eta, cov, clip, generator))
     return prior.loc + prior.scale * torch.cat(out)
+
+
+def sample_each(
+    prior: DiffusionPrior,
+    y: Tensor,
+    std: Tensor | float,
+    *,
+    steps: int = 32,
+    gamma: float = 1e-2,
+    eta: float = 1.0,
+    clip: float | None = 6.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """One posterior sample per observation window: y ``(B, T, n)`` (NaN unobserved) -> ``(B, T, n)``.
+
+    The batched form of :func:`sample_posterior` (no corrector) for windows that each have their own
+    observations, e.g. the past states of every ensemble member (GenCast-like forecasts).
+    """
+    if not isinstance(y, Tensor) or y.ndim != 3:
+        raise ValueError(f"sample_each: y must have shape (B, T, n), got {tuple(y.shape) if isinstance(y, Tensor) else y}")
+    std = torch.as_tensor(std, dtype=y.dtype, device=y.device).expand(y.shape)
+    for k in range(y.shape[0]):
+        check_window_observations(y[k], std[k], prior.n)
+    z = torch.randn(y.shape, generator=generator, dtype=y.dtype).to(y.device)
+    return prior.loc + prior.scale * _sample(prior, z, y, std, steps, 0, 1.0, gamma, eta, "sda", clip, generator)
 
 
 def _sample(
