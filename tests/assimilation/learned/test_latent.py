@@ -180,3 +180,27 @@ def test_latent_3dvar_with_autoencoder_linearised_once_matches_autodiff_iteratio
     iterated = lat.analyse(xb, obs)
     assert once.shape == (16,) and torch.allclose(once, iterated, atol=1e-3)
     assert not torch.allclose(once, xb, atol=1e-6)  # the analysis moved
+
+
+def test_latent_surrogate_forecast_and_payload():
+    """Forecast option (b): encode -> latent surrogate -> decode, for ensembles and particles; saved and rebuilt."""
+    from hybrida.assimilation.learned.latent import LatentSurrogate
+    from hybrida.models.lorenz96 import Lorenz96
+    from hybrida.nn.mlp import ResidualMLP
+
+    draw, _obs, _ = subspace_system()
+    pod = fit_pod(draw(200), k)
+    net = ResidualMLP(k, width=8, blocks=1, seed=0).double()
+    sur = LatentSurrogate(net, 2, torch.zeros(k, dtype=torch.float64), torch.ones(k, dtype=torch.float64))
+    method = latent_method("etkf", pod, N=6, surrogate=sur)
+    E = draw(6)
+    out = method.forecast(Lorenz96(n), E, 4)
+    expected = pod.decode(sur.step(sur.step(pod.encode(E))))
+    assert torch.allclose(out, expected)
+    pf = latent_method("pf", pod, N=6, surrogate=sur)
+    P = pf.forecast(Lorenz96(n), ParticleState(E, torch.full((6,), 1 / 6, dtype=torch.float64)), 2)
+    assert P.particles.shape == (6, n)
+    back = LatentDA.from_payload(method.to_payload())
+    assert back.surrogate is not None and torch.allclose(back.forecast(Lorenz96(n), E, 4), out)
+    with pytest.raises(ValueError, match="trained for 2 steps per cycle"):
+        method.forecast(Lorenz96(n), E, 3)
