@@ -24,6 +24,7 @@ from torch import Tensor
 from hybrida.assimilation.base import State
 from hybrida.assimilation.variational.climatology import check_climatology, check_positive, psd_sqrt
 from hybrida.assimilation.variational.dfs import dfs_by_group, dfs_from_jacobian, dfs_randomized
+from hybrida.assimilation.variational.homogeneous_b import HomogeneousB
 from hybrida.assimilation.variational.minimize import gauss_newton, linearize
 from hybrida.assimilation.variational.robust import RobustNorm, as_robust_norm
 from hybrida.assimilation.window import Window, WindowMethod
@@ -34,8 +35,9 @@ __all__ = ["FourDVar", "WindowProblem"]
 #: "auto" forms the Jacobian when min(observations, control size) is at most this
 DENSE_MAX = 1024
 LINEARIZATIONS = ("auto", "dense", "matrix_free")
-#: shapes of the static background covariance B = xB * shape
-B_SHAPES = ("climatology", "identity")
+#: shapes of the static background covariance B = xB * shape ("homogeneous": the climatology's
+#: translation average on a periodic ``grid``, applied by FFT, never as a dense matrix)
+B_SHAPES = ("climatology", "identity", "homogeneous")
 
 
 class WindowProblem:
@@ -52,7 +54,7 @@ class WindowProblem:
     def __init__(
         self,
         window: Window,
-        B_sqrt: Tensor,
+        B_sqrt: Tensor | HomogeneousB,
         Q_sqrt: Tensor | float | None,
         robust: RobustNorm | None = None,
     ):
@@ -144,7 +146,11 @@ class FourDVar(WindowMethod):
     ``Var4D``, our ThreeDVar) or ``xB`` x I (``B="identity"``: the setting
     that reproduces the scores quoted in DAPPER's ``sakov2008.py`` after
     Bocquet & Sakov 2013 — measured 0.46 for lag 1, xB 0.2, where the
-    climatological shape gives 0.67), B^{1/2} its symmetric square root. Windows slide as in
+    climatological shape gives 0.67), B^{1/2} its symmetric square root. On a
+    doubly periodic grid (``grid=[fields, ny, nx]``, e.g. the QG model's
+    ``[2, 64, 64]``) ``B="homogeneous"`` takes the climatology's translation
+    average, applied by FFT (:class:`~hybrida.assimilation.variational.homogeneous_b.HomogeneousB`):
+    no n x n square root, which at n = 8192 would cost an 8192² eigendecomposition. Windows slide as in
     :class:`~hybrida.assimilation.window.WindowMethod` (``lag`` cycles,
     ``shift`` observations per analysis; ``lag=0`` is 3D-Var). ``max_outer``
     bounds the Gauss–Newton relinearisations, ``max_inner`` the CG iterations
@@ -200,6 +206,7 @@ class FourDVar(WindowMethod):
         dfs_probes: int = 0,
         B: str = "climatology",
         robust: RobustNorm | dict | None = None,
+        grid: list[int] | tuple[int, int, int] | None = None,
     ):
         super().__init__(lag=lag, shift=shift)
         self.robust = as_robust_norm(robust, "FourDVar: robust")
@@ -225,8 +232,14 @@ class FourDVar(WindowMethod):
         self.linearization = linearization
         _, cov = check_climatology(climatology, "FourDVar")
         self.n = cov.shape[0]
-        shape = cov if B == "climatology" else torch.eye(self.n, dtype=cov.dtype, device=cov.device)
-        self.B_sqrt = psd_sqrt(self.xB * shape)
+        self.B_sqrt: Tensor | HomogeneousB
+        if B == "homogeneous":
+            if grid is None:
+                raise ValueError("FourDVar: B='homogeneous' needs grid=[fields, ny, nx] of the periodic state")
+            self.B_sqrt = HomogeneousB.from_covariance(cov, tuple(grid), scale=self.xB)
+        else:
+            shape = cov if B == "climatology" else torch.eye(self.n, dtype=cov.dtype, device=cov.device)
+            self.B_sqrt = psd_sqrt(self.xB * shape)
         self.Q_sqrt, self.Q = _check_Q(Q, xQ, cov)
         self._diag: dict[str, object] = {}
         # analysed forcings of the last window (weak constraint): (t_start, eta_0, ...)
