@@ -25,7 +25,7 @@ def test_latent_l96_tiny_runs_and_the_autoencoder_learns(tmp_path):
     assert {"latent_etkf_pod", "latent_etkf_ae", "latent_3dvar_pod", "latent_3dvar_ae", "latent_pf_pod",
             "latent_pf_ae"} <= set(s["table"])
     assert all(v["ms_per_analysis"] > 0 for v in s["table"].values())
-    for f in ("summary.json", "analysis.pt", "autoencoder.pt", "reconstructions.png", "spectrum.png", "rmse.png"):
+    for f in ("summary.json", "latent.pt", "autoencoder.pt", "reconstructions.png", "spectrum.png", "rmse.png"):
         assert (tmp_path / f).is_file(), f
     assert json.loads((tmp_path / "summary.json").read_text())["method"] == "latent_pf_ae"
     history = s["autoencoder"]["reconstruction_rmse"]
@@ -43,7 +43,7 @@ def test_latent_ks_tiny_runs(tmp_path, monkeypatch):
     assert s["bars"][0]["bar"].startswith("latent ETKF") and "speedup" in s["bars"][0]
 
 
-    payload = torch.load(tmp_path / "analysis.pt", weights_only=True)
+    payload = torch.load(tmp_path / "latent.pt", weights_only=True)
     assert payload["kind"] == "latent" and isinstance(LatentDA.from_payload(payload), LatentDA)
 
 

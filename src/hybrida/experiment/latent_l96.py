@@ -88,6 +88,6 @@ def run(
     resume: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Fit, cycle and compare on L96; writes ``out/summary.json``, ``out/analysis.pt`` and plots."""
+    """Fit, cycle and compare on L96; writes ``out/summary.json``, ``out/latent.pt`` and plots."""
     cfg = make_config(quick, list(overrides or []))
     return run_latent_pipeline(problem(), cfg, Path(out), seed=seed, quick=quick, resume=resume, progress=progress)

@@ -265,7 +265,7 @@ def run_latent_pipeline(problem: LatentProblem, cfg: LatentConfig, out: Path, *,
     build, _ = methods_of(problem, cfg, reds, free)[headline]
     method = build(params[headline])
     assert isinstance(method, LatentDA)
-    save_learned_analysis(method, out / "analysis.pt")
+    save_learned_analysis(method, out / "latent.pt")
     bars = problem.bars(table)
     baselines = {k: v["rmse"] for k, v in table.items() if not k.startswith("latent_")}
     summary = {
