@@ -33,6 +33,7 @@ from hybrida import metrics
 from hybrida.assimilation.base import AssimilationMethod
 from hybrida.assimilation.ensemble.enks import enks
 from hybrida.assimilation.ensemble.etkf import ETKF
+from hybrida.assimilation.learned import save_learned_analysis
 from hybrida.assimilation.learned.score import NetworkPrior, sample_posterior
 from hybrida.assimilation.learned.score_ensemble import GeneratedEnsembleETKF
 from hybrida.cycle import FilterDiverged, run_cycle
@@ -208,6 +209,12 @@ def _cycle(model: Lorenz96, method: AssimilationMethod, twin: Twin, burn_in: int
     return value if math.isfinite(value) and value < 20 else math.inf
 
 
+def generated_method(prior: NetworkPrior, config: ScoreL96Config, seed: int) -> GeneratedEnsembleETKF:
+    """The generated-ensemble ETKF of ``config`` around ``prior``."""
+    return GeneratedEnsembleETKF(prior, config.members, config.gen_infl, steps=config.gen_steps, gamma=config.gamma,
+                                 history_std=config.history_std, seed=_seeds(seed)["sample"] + 1)
+
+
 def generated_ensembles(prior: NetworkPrior, config: ScoreL96Config, seed: int) -> dict[str, float]:
     """Time-mean rmse_a of the generated-ensemble ETKF and the model-propagated ETKF on one twin."""
     seeds = _seeds(seed)
@@ -216,8 +223,7 @@ def generated_ensembles(prior: NetworkPrior, config: ScoreL96Config, seed: int) 
     twin = make_twin(model, RandomSubsetObs(40, config.obs_fraction, std=config.obs_std, every=1),
                      _attractor_state(model, seeds["cycle"]), config.cycles, gen)
     burn = min(config.cycle_burn_in, config.cycles // 2)
-    generated = GeneratedEnsembleETKF(prior, config.members, config.gen_infl, steps=config.gen_steps,
-                                      gamma=config.gamma, history_std=config.history_std, seed=seeds["sample"] + 1)
+    generated = generated_method(prior, config, seed)
     t0 = time.process_time()
     r_gen = _cycle(model, generated, twin, burn, seeds["cycle"] + 1)
     cpu_gen = time.process_time() - t0
@@ -255,6 +261,7 @@ def run(
     if prior.length != config.window or prior.spacing != 1:
         raise ValueError(f"prior {config.prior}: windows of {prior.length} states {prior.spacing} steps apart; "
                          f"this pipeline needs {config.window} states 1 step apart")
+    save_learned_analysis(generated_method(prior, config, seed), out / "score.pt")
     say(f"posterior sampling of {config.test_windows} test windows vs the EnKS")
     sample_cpu0 = time.process_time()
     post = posterior_windows(prior, config, seed, say)

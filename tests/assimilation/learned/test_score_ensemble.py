@@ -46,6 +46,23 @@ def test_same_seed_same_members() -> None:
     assert torch.equal(a, b)
 
 
+def test_saved_and_rebuilt_with_run_time_settings(tmp_path) -> None:
+    from hybrida.assimilation.learned import save_learned_analysis
+
+    method = GeneratedEnsembleETKF(_prior(), 10, 1.05, steps=3, seed=4)
+    path = save_learned_analysis(method, tmp_path / "score.pt")
+    payload = torch.load(path, weights_only=True)
+    assert payload["kind"] == "score" and payload["n"] == 40
+    back = GeneratedEnsembleETKF.from_payload(payload, path, N=12, steps=5)
+    assert (back.N, back.infl, back.steps, back.seed) == (12, 1.05, 5, 4)
+    z, t = torch.randn(2, 4, 40), torch.rand(2)
+    assert torch.allclose(back.prior.eps(z, t), method.prior.eps(z, t))
+    with pytest.raises(ValueError, match="unknown parameters"):
+        GeneratedEnsembleETKF.from_payload(payload, path, radius=3)
+    with pytest.raises(ValueError, match="n=40 states in float64"):
+        back.check_inputs(torch.zeros(12, 20, dtype=torch.float64), None)  # type: ignore[arg-type]
+
+
 def test_bad_input_is_a_clear_value_error() -> None:
     model = Lorenz96(40, 8.0, 0.05)
     method = GeneratedEnsembleETKF(_prior(), 10, steps=3)
@@ -56,6 +73,8 @@ def test_bad_input_is_a_clear_value_error() -> None:
         method.forecast(model, E[:5], 1)
     with pytest.raises(ValueError, match=r"\(N, n=40\)"):
         method.forecast(Lorenz96(20, 8.0, 0.05), torch.zeros(10, 20, dtype=torch.float64), 1)
+    with pytest.raises(ValueError, match="NaN"):
+        method.forecast(model, torch.full((10, 40), float("nan"), dtype=torch.float64), 1)
     with pytest.raises(ValueError, match="N must be"):
         GeneratedEnsembleETKF(_prior(), 1)
     with pytest.raises(ValueError, match="history_std"):
