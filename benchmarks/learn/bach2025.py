@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -61,15 +62,23 @@ def main(argv: list[str] | None = None) -> None:
     cfg = s["config"]
     paper = {int(k): v for k, v in s["paper_letkf"].items()}
     rows = []
+    div = s.get("diverged", {})
+
+    def cell(N: int, name: str, value: float | None, base: float) -> str:
+        if value is None:
+            return "—"
+        d = div.get(str(N), {}).get(name)
+        if d is not None:
+            return f"diverged in {d['trajectories']}/{d['of']} (others {d['mean_of_the_others']:.3f})"
+        return f"{value:.3f}" + ("" if name == "letkf" or not math.isfinite(base) else f" ({_pct(1 - value / base)})")
+
     for key, base in s["baselines"].items():
         N = int(key.removeprefix("letkf_N"))
         p = s["baseline_params"][key]
-        truth, free = s["r_rmse"][str(N)], s["r_rmse_truth_free"].get(str(N))
-        tuned = s["r_rmse_finetuned"].get(str(N))
-        rows.append((N, _f(paper.get(N)), f"{base:.3f} ({p['infl']:g}, {p['loc_rad']:g})",
-                     f"{truth:.3f} ({_pct(1 - truth / base)})",
-                     "—" if tuned is None else f"{tuned:.3f} ({_pct(1 - tuned / base)})",
-                     "—" if free is None else f"{free:.3f} ({_pct(1 - free / base)})"))
+        rows.append((N, _f(paper.get(N)), f"{cell(N, 'letkf', base, base)} ({p['infl']:g}, {p['loc_rad']:g})",
+                     cell(N, "truth", s["r_rmse"][str(N)], base),
+                     cell(N, "finetuned", s["r_rmse_finetuned"].get(str(N)), base),
+                     cell(N, "observations", s["r_rmse_truth_free"].get(str(N)), base)))
     table = md_table(["N", "Bach et al. LETKF", "our grid-searched LETKF (infl, radius)",
                       f"learned, truth loss, trained at N={cfg['train_N']} (gain)",
                       "fine-tuned at N (gain)", "learned, next-obs loss (gain)"], rows)

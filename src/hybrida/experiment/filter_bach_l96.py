@@ -174,6 +174,16 @@ def _finetune(setup: BachSetup, config: FilterBachConfig, data: dict[str, TwinDa
     return tuned, fit.cpu_s
 
 
+def _score(per_trajectory: torch.Tensor, diverged: dict[str, dict[str, Any]], N: int, name: str) -> float:
+    """Mean R-RMSE over trajectories (inf if any diverged); diverged ones recorded with the mean of the others."""
+    finite = torch.isfinite(per_trajectory)
+    if not bool(finite.all()):
+        rest = float(per_trajectory[finite].mean()) if bool(finite.any()) else math.inf
+        diverged.setdefault(str(N), {})[name] = {"trajectories": int((~finite).sum()), "of": per_trajectory.numel(),
+                                                 "mean_of_the_others": rest}
+    return float(per_trajectory.mean())
+
+
 def _fields_vs_spread(setup: BachSetup, net: LearnedFilterNet, data: TwinData, N: int, seed: int) -> dict[str, list]:
     """Inflation and distance scale per grid point against the forecast spread, over the first test cycles."""
     E = initial_ensemble(data, N, _gen(seed))[:2]
@@ -273,20 +283,24 @@ def run(
         save_learned_analysis(LearnedLETKF(nets[loss], p=len(setup.obs_index), N=config.train_N, info=info),
                               out / name)
     results: dict[int, dict[str, float]] = {}
+    diverged: dict[str, dict[str, Any]] = {}
     finetune_cpu = 0.0
     test = data["test"]
     burn = min(config.burn_in, config.test_cycles // 2)
     for N in config.sizes:
         g = grids[N]
         E0 = initial_ensemble(test, N, _gen(seeds["test_ens"] + N))
-        row = {"letkf": float(cycle_r_rmse(setup, letkf_analysis(setup, g["infl"], g["loc_rad"]), E0, test, burn).mean())}
+        row = {"letkf": _score(cycle_r_rmse(setup, letkf_analysis(setup, g["infl"], g["loc_rad"]), E0, test, burn,
+                                            per_trajectory=True), diverged, N, "letkf")}
         for loss, net in nets.items():
-            row[loss] = float(cycle_r_rmse(setup, learned_analysis(setup, net), E0, test, burn).mean())
+            row[loss] = _score(cycle_r_rmse(setup, learned_analysis(setup, net), E0, test, burn, per_trajectory=True),
+                               diverged, N, loss)
         if config.finetune_epochs and N != config.train_N:
             say(f"fine-tuning the truth-trained filter at N={N}")
             tuned, cpu = _finetune(setup, config, data, nets["truth"], N, seeds, say)
             finetune_cpu += cpu
-            row["finetuned"] = float(cycle_r_rmse(setup, learned_analysis(setup, tuned), E0, test, burn).mean())
+            row["finetuned"] = _score(cycle_r_rmse(setup, learned_analysis(setup, tuned), E0, test, burn,
+                                                   per_trajectory=True), diverged, N, "finetuned")
         elif config.finetune_epochs:
             row["finetuned"] = row["truth"]
         results[N] = row
@@ -309,6 +323,7 @@ def run(
         "baseline_params": {f"letkf_N{N}": {k: grids[N][k] for k in ("infl", "loc_rad", "r_rmse")} for N in results},
         "paper_letkf": PAPER_LETKF.get(config.sigma, {}),
         "gain": {str(N): v for N, v in gain.items()},
+        "diverged": diverged,
         "train_s": train_cpu,
         "train_cpu_s": train_cpu,
         "train_wall_s": sum(t["wall_s"] for t in training.values()),

@@ -139,10 +139,12 @@ def learned_analysis(setup: BachSetup, net: nn.Module) -> AnalysisFn:
     return analyse
 
 
-def cycle_r_rmse(setup: BachSetup, analyse: AnalysisFn, E0: Tensor, data: TwinData, burn_in: int = 100) -> Tensor:
+def cycle_r_rmse(setup: BachSetup, analyse: AnalysisFn, E0: Tensor, data: TwinData, burn_in: int = 100,
+                 per_trajectory: bool = False) -> Tensor:
     """R-RMSE per run (leading dimensions of ``E0`` but the last two), mean over cycles after ``burn_in``, no gradients.
 
-    A run whose analysis becomes non-finite scores +inf.
+    Averaged over the trajectories (the last of those dimensions) unless ``per_trajectory``.
+    A trajectory whose forecast becomes non-finite or exceeds 1e3 scores +inf.
     """
     K = data.y.shape[0]
     if burn_in >= K:
@@ -160,7 +162,8 @@ def cycle_r_rmse(setup: BachSetup, analyse: AnalysisFn, E0: Tensor, data: TwinDa
             E = analyse(Ef, data.y[k - 1], k)
             if k > burn_in:
                 total += relative_errors(E.mean(-2), data.truth[k])
-    return (total / (K - burn_in)).mean(-1)
+    per = total / (K - burn_in)
+    return per if per_trajectory else per.mean(-1)
 
 
 def grid_search(setup: BachSetup, N: int, data: TwinData, infls: Sequence[float], radii: Sequence[float],
