@@ -83,9 +83,10 @@ def section(summaries: list[dict], args: argparse.Namespace, wall: float) -> str
          f"{cfg['corrections']} corrector steps, SDA guidance γ={cfg['gamma']}"
          f"{', conditioned on the EnKS analysis before the window' if cfg['past'] else ''}. EnKS: square-root, "
          f"true model, N={cfg['members']}, infl {cfg['enks_infl']}, filtered up to each window and smoothed over "
-         f"it. Generated ensembles: ETKF whose N={cfg['members']} forecast members are the last states of windows "
-         f"sampled ({cfg['gen_steps']} DDIM steps) given the previous {cfg['window'] - 1} analysis means "
-         f"(analysis spread as their error), recentred on the deterministic forecast; vs the ETKF "
+         f"it. Generated ensembles (GenCast-like): ETKF whose N={cfg['members']} forecast members are the last "
+         f"states of windows sampled ({cfg['gen_steps']} DDIM steps), each given its own member's previous "
+         f"{cfg['window'] - 1} analysed states (error std {cfg.get('history_std', 0.5)}; the ETKF transform also "
+         "updates those histories), recentred on one deterministic model forecast of the analysis mean; vs the ETKF "
          f"(infl {cfg['etkf_infl']}) with model-propagated members, {cfg['cycles']} cycles (first "
          f"{cfg['cycle_burn_in']} not scored), same truth and observations."),
         "",
@@ -118,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--note", action="append", default=[], help="an extra bullet line for the section")
     add_output_args(parser, SECTION)
     args = parser.parse_args(argv)
+    import numpy  # noqa: F401  (their versions go into the section, also with --collect)
+    import torch  # noqa: F401
+
     t0 = time.perf_counter()
     outs = [str(Path(args.out) / f"{'quick_' if args.quick else ''}seed{s}") for s in args.seeds]
     if args.collect:
