@@ -14,6 +14,7 @@ from hybrida.nn.l2s import L2SNet
 from hybrida.nn.mlp import ResidualMLP
 from hybrida.nn.polyconv import PolyConv
 from hybrida.nn.registry import NETWORKS, register_network
+from hybrida.nn.score import ScoreNet
 
 __all__ = [
     "NETWORKS",
@@ -22,6 +23,7 @@ __all__ = [
     "PolyConv",
     "ResidualCNN",
     "ResidualMLP",
+    "ScoreNet",
     "apply_cast",
     "periodic_conv",
     "register_network",

@@ -1,4 +1,4 @@
-"""Learned analyses: the analysis step itself learned (AI-Var, CNN analysis, amortised filter, 4DVarNet).
+"""Learned analyses: the analysis step itself learned (AI-Var, CNN analysis, amortised filter, 4DVarNet, generated ensembles).
 
 Each is an :class:`~hybrida.assimilation.base.AssimilationMethod` cycled by
 :func:`hybrida.cycle.run_cycle` like the classical methods, saved as one ``.pt`` file by
@@ -19,6 +19,7 @@ from hybrida.assimilation.learned.amortised import AmortisedFilter
 from hybrida.assimilation.learned.base import FORMAT, FORMAT_VERSION, LearnedAnalysis
 from hybrida.assimilation.learned.cnn_analysis import CNNAnalysis
 from hybrida.assimilation.learned.fourdvarnet import FourDVarNet
+from hybrida.assimilation.learned.score_ensemble import GeneratedEnsembleETKF
 from hybrida.io.checkpoint import atomic_torch_save
 
 #: payload kind -> class implementing it
@@ -27,6 +28,7 @@ KINDS: dict[str, str] = {
     "cnn_analysis": "hybrida.assimilation.learned.cnn_analysis:CNNAnalysis",
     "amortised": "hybrida.assimilation.learned.amortised:AmortisedFilter",
     "4dvarnet": "hybrida.assimilation.learned.fourdvarnet:FourDVarNet",
+    "score": "hybrida.assimilation.learned.score_ensemble:GeneratedEnsembleETKF",
 }
 
 
@@ -63,6 +65,7 @@ __all__ = [
     "AmortisedFilter",
     "CNNAnalysis",
     "FourDVarNet",
+    "GeneratedEnsembleETKF",
     "LearnedAnalysis",
     "load_learned_analysis",
     "save_learned_analysis",
