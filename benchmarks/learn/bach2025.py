@@ -34,6 +34,19 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:+.1f}%"
 
 
+def _without_note(argv: list[str]) -> list[str]:
+    """``argv`` less ``--note TEXT`` (the note is in the section already)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--note":
+            skip = True
+        elif not a.startswith("--note="):
+            out.append(a)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench_bach2025"), help="pipeline output folder")
@@ -73,8 +86,8 @@ def main(argv: list[str] | None = None) -> None:
         lost = div.get(str(N), {}).get(name, 0)
         return text + (f", lost {lost}" if lost else "")
 
-    for key in s["baselines"]:
-        N = int(key.removeprefix("letkf_N"))
+    for N in sorted(int(k.removeprefix("letkf_N")) for k in s["baselines"]):
+        key = f"letkf_N{N}"
         p = s["baseline_params"][key]
         base = com[str(N)]["letkf"]
         rows.append((N, _f(paper.get(N)), f"{cell(N, 'letkf', base)} ({p['infl']:g}, {p['loc_rad']:g})",
@@ -112,10 +125,12 @@ def main(argv: list[str] | None = None) -> None:
         (f"Bars: truth-trained gain ≥ {100 * cfg['bar_truth']:.0f}% at N={cfg['bar_sizes']}"
          + (f", truth-free ≥ {100 * cfg['bar_truth_free']:.0f}% at N={cfg['train_N']}" if cfg["truth_free"] else "")
          + f": {', '.join(f'{k} ' + ('met' if v else 'NOT met') for k, v in checks.items())}."),
-        f"Pipeline wall {wall:.0f} s, CPU {cpu:.0f} s; outputs in `{Path(args.out).name}/` (summary.json, plots).",
+        (f"Pipeline wall {wall:.0f} s, CPU {cpu:.0f} s"
+         + (" (its last invocation)" if args.from_summary or args.resume else "")
+         + f"; outputs in `{Path(args.out).name}/` (summary.json, plots)."),
         *([args.note] if args.note else []),
         "",
-        *provenance(__file__, "1 (torch)", argv),
+        *provenance(__file__, "1 (torch)", _without_note(sys.argv[1:] if argv is None else argv)),
     ])
     print(body)
     if (path := output_path(args)) is not None:
