@@ -39,7 +39,6 @@ FAMILIES: dict[str, dict[str, str]] = {
     },
     "filter": {
         "bach2025_l96": "hybrida.experiment.filter_bach_l96",
-        "bach2025_ks": "hybrida.experiment.filter_bach_ks",
     },
 }
 #: the learned analyses proper (``hybrida learn analysis``)

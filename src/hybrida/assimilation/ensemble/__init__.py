@@ -16,6 +16,7 @@ from hybrida.assimilation.ensemble.enkf_n import EnKFN
 from hybrida.assimilation.ensemble.enks import enks
 from hybrida.assimilation.ensemble.etkf import ETKF
 from hybrida.assimilation.ensemble.ienks import IEnKS
+from hybrida.assimilation.ensemble.learned_filter import LearnedFilterNet, LearnedLETKF
 from hybrida.assimilation.ensemble.learned_parameters import EnsembleFieldNet
 from hybrida.assimilation.ensemble.letkf import LETKF
 from hybrida.assimilation.ensemble.spectral import inv_sqrt_and_inv
@@ -31,6 +32,8 @@ __all__ = [
     "EnsembleFieldNet",
     "EnsembleMethod",
     "IEnKS",
+    "LearnedFilterNet",
+    "LearnedLETKF",
     "TrainableLETKF",
     "bias_augmented_observation",
     "enks",

@@ -29,6 +29,7 @@ KINDS: dict[str, str] = {
     "amortised": "hybrida.assimilation.learned.amortised:AmortisedFilter",
     "4dvarnet": "hybrida.assimilation.learned.fourdvarnet:FourDVarNet",
     "score": "hybrida.assimilation.learned.score_ensemble:GeneratedEnsembleETKF",
+    "learned_filter": "hybrida.assimilation.ensemble.learned_filter:LearnedLETKF",
 }
 
 
