@@ -89,6 +89,13 @@ ENTRIES = [
     Entry("learn", "learn/surrogate_upper_bound.py",
           ("--train", "1500", "--epochs", "2", "--time-limit", "15", "--etkf-cycles", "150"),
           "--threads 1 --epochs 40 --time-limit 420", "12 min"),
+    Entry("learn", "learn/bach2025.py", ("--quick", "--no-write", "--out", "runs/bench_bach2025_quick"),
+          "--set epochs=20 --set patience=5 --set max_minutes=12", "about 35 min at load 7"),
+    Entry("learn", "learn/score_da.py", ("--quick", "--no-write", "--out", "runs/score_da_quick"), "--seeds 1",
+          "32 min training + 22 min evaluation per seed at load 8"),
+    Entry("learn", "learn/latent_da.py", ("--quick", "--seeds", "1", "--no-write", "--out", "runs/latent_quick"),
+          "--seeds 1 2 3", "see the latent-da section"),
+    Entry("reproduce", "reproduce/qg_4dvar.py", ("--cycles", "2", "--no-write"), "", "about 25 min at load 6"),
 ]
 
 
