@@ -36,6 +36,13 @@ from hybrida.learn.diagnostics import (
 )
 from hybrida.learn.filter_tuning import TuningResult, tune_filter
 from hybrida.learn.fourdvarnet import fit_fourdvarnet
+from hybrida.learn.latent import (
+    encoded_climatology,
+    fit_autoencoder,
+    fit_latent_surrogate,
+    fit_pod,
+    reconstruction_rmse,
+)
 from hybrida.learn.obs_operator import collocated_pairs, fit_obs_operator
 from hybrida.learn.persist import load_surrogate, save_surrogate
 from hybrida.learn.qc import DetectorFit, fit_gross_error_detector, gross_error_examples
@@ -58,16 +65,20 @@ __all__ = [
     "climatological_std",
     "collocated_pairs",
     "correction_targets",
+    "encoded_climatology",
     "fit",
     "fit_aivar",
     "fit_amortised",
+    "fit_autoencoder",
     "fit_bias_model",
     "fit_cnn_analysis",
     "fit_correction",
     "fit_fourdvarnet",
     "fit_gross_error_detector",
+    "fit_latent_surrogate",
     "fit_obs_operator",
     "fit_online",
+    "fit_pod",
     "fit_unrolled",
     "forecast_skill",
     "free_run",
@@ -76,6 +87,7 @@ __all__ = [
     "load_surrogate",
     "lyapunov_time",
     "power_spectrum",
+    "reconstruction_rmse",
     "rollout_loss",
     "save_surrogate",
     "spectrum_log_distance",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from hybrida.nn.cnn import BrajardCNN, ResidualCNN
 from hybrida.nn.common import apply_cast, periodic_conv, seeded
 from hybrida.nn.l2s import L2SNet
+from hybrida.nn.latent_autoencoder import PeriodicAutoencoder
 from hybrida.nn.mlp import ResidualMLP
 from hybrida.nn.polyconv import PolyConv
 from hybrida.nn.registry import NETWORKS, register_network
@@ -20,6 +21,7 @@ __all__ = [
     "NETWORKS",
     "BrajardCNN",
     "L2SNet",
+    "PeriodicAutoencoder",
     "PolyConv",
     "ResidualCNN",
     "ResidualMLP",

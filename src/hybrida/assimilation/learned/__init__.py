@@ -1,4 +1,5 @@
-"""Learned analyses: the analysis step itself learned (AI-Var, CNN analysis, amortised filter, 4DVarNet, generated ensembles).
+"""Learned analyses: the analysis step itself learned (AI-Var, CNN analysis, amortised filter, 4DVarNet,
+generated ensembles) and DA in a learned latent space.
 
 Each is an :class:`~hybrida.assimilation.base.AssimilationMethod` cycled by
 :func:`hybrida.cycle.run_cycle` like the classical methods, saved as one ``.pt`` file by
@@ -19,6 +20,8 @@ from hybrida.assimilation.learned.amortised import AmortisedFilter
 from hybrida.assimilation.learned.base import FORMAT, FORMAT_VERSION, LearnedAnalysis
 from hybrida.assimilation.learned.cnn_analysis import CNNAnalysis
 from hybrida.assimilation.learned.fourdvarnet import FourDVarNet
+from hybrida.assimilation.learned.latent import LatentDA, latent_method, latent_observation
+from hybrida.assimilation.learned.latent_space import AutoencoderReduction, PODReduction, Reduction
 from hybrida.assimilation.learned.score_ensemble import GeneratedEnsembleETKF
 from hybrida.io.checkpoint import atomic_torch_save
 
@@ -30,6 +33,7 @@ KINDS: dict[str, str] = {
     "4dvarnet": "hybrida.assimilation.learned.fourdvarnet:FourDVarNet",
     "score": "hybrida.assimilation.learned.score_ensemble:GeneratedEnsembleETKF",
     "learned_filter": "hybrida.assimilation.ensemble.learned_filter:LearnedLETKF",
+    "latent": "hybrida.assimilation.learned.latent:LatentDA",
 }
 
 
@@ -64,10 +68,16 @@ __all__ = [
     "KINDS",
     "AIVar",
     "AmortisedFilter",
+    "AutoencoderReduction",
     "CNNAnalysis",
     "FourDVarNet",
     "GeneratedEnsembleETKF",
+    "LatentDA",
     "LearnedAnalysis",
+    "PODReduction",
+    "Reduction",
+    "latent_method",
+    "latent_observation",
     "load_learned_analysis",
     "save_learned_analysis",
 ]
