@@ -16,8 +16,9 @@ import xarray as xr
 from hybrida.io.atomic import atomic_write
 
 
-def _save(fig, path: Path) -> Path:
-    """Write ``fig`` atomically (format from the suffix) and close it."""
+def save_figure(fig, path: str | Path) -> Path:
+    """Write ``fig`` atomically (format from the suffix, tight bounding box) and close it."""
+    path = Path(path)
     try:
         return atomic_write(path, lambda tmp: fig.savefig(tmp, format=path.suffix[1:] or "png", dpi=110,
                                                           bbox_inches="tight"))
@@ -45,7 +46,7 @@ def plot_rmse(ds: xr.Dataset, path: str | Path, burn_in: float | None = None) ->
     ax.set_ylabel("RMSE / spread")
     ax.legend(ncol=5, fontsize=8, loc="upper right")
     ax.set_title(str(ds.attrs.get("title", "")), fontsize=9)
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def running_mean(values: Sequence[float], window: int) -> tuple[np.ndarray, np.ndarray]:
@@ -70,7 +71,7 @@ def plot_rmse_series(
     ax.set_xlabel("test cycle")
     ax.set_ylabel(f"rmse_a ({window}-cycle running mean)")
     ax.legend(fontsize=8)
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def plot_hovmoller(ds: xr.Dataset, path: str | Path) -> Path:
@@ -101,7 +102,7 @@ def plot_hovmoller(ds: xr.Dataset, path: str | Path) -> Path:
         ax.set_xlabel("x")
         fig.colorbar(im, ax=ax, fraction=0.046)
     axes[0].set_ylabel("time")
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def plot_rank_histogram(ds: xr.Dataset, path: str | Path) -> Path:
@@ -115,7 +116,7 @@ def plot_rank_histogram(ds: xr.Dataset, path: str | Path) -> Path:
         ax.legend(fontsize=8)
     ax.set_xlabel("rank of truth")
     ax.set_ylabel("frequency")
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def plot_all(ds: xr.Dataset, out_dir: str | Path, burn_in: float | None = None) -> list[Path]:

@@ -9,15 +9,7 @@ import torch
 from torch import Tensor
 
 from hybrida.assimilation.learned.latent_space import PODReduction, Reduction
-from hybrida.io.atomic import atomic_write
-
-
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+from hybrida.plots import plot_rmse_series, save_figure
 
 
 def plot_latent(out: Path, reds: dict[str, Reduction], free: Tensor, truth: Tensor,
@@ -36,7 +28,7 @@ def plot_latent(out: Path, reds: dict[str, Reduction], free: Tensor, truth: Tens
             ax.plot(red.reconstruct(x).numpy(), lw=1, label=f"{key.upper()} k={red.k}")
     ax.set_xlabel("grid index")
     ax.legend()
-    _save(fig, out / "reconstructions.png")
+    save_figure(fig, out / "reconstructions.png")
 
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
     pod = reds.get("pod")
@@ -52,15 +44,6 @@ def plot_latent(out: Path, reds: dict[str, Reduction], free: Tensor, truth: Tens
         ax[1].set_xlabel("epoch")
         ax[1].set_ylabel("reconstruction rmse")
         ax[1].legend()
-    _save(fig, out / "spectrum.png")
+    save_figure(fig, out / "spectrum.png")
 
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    for name, s in series.items():
-        a = np.asarray(s, dtype=float)
-        ax.plot(np.arange(1, a.size + 1), a, lw=0.8, label=name)
-    ax.axvline(burn_in, color="k", ls=":", lw=0.8)
-    ax.set_xlabel("cycle")
-    ax.set_ylabel("analysis rmse")
-    ax.set_yscale("log")
-    ax.legend(fontsize=7, ncol=2)
-    _save(fig, out / "rmse.png")
+    plot_rmse_series(series, out / "rmse.png", burn_in, window=1)

@@ -7,14 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from hybrida.io.atomic import atomic_write
-
-
-def _save(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+from hybrida.plots import save_figure
 
 
 def score_plots(out: Path, post: dict[str, Any], score: dict[str, Any], enks: dict[str, Any],
@@ -34,7 +27,7 @@ def score_plots(out: Path, post: dict[str, Any], score: dict[str, Any], enks: di
         ax.set_yscale("log")
         ax.legend()
         fig.tight_layout()
-        _save(fig, out / "training.png")
+        save_figure(fig, out / "training.png")
     truth, X, E, y = (post[k][0].numpy() for k in ("truth", "score", "enks", "y"))  # (T, n), (T, N, n)
     T = truth.shape[0]
     fig, axes = plt.subplots(2, 2, figsize=(10, 6), sharex=True)
@@ -49,7 +42,7 @@ def score_plots(out: Path, post: dict[str, Any], score: dict[str, Any], enks: di
     axes[1, 0].set_xlabel("state in window (0.05 apart)")
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
-    _save(fig, out / "posterior.png")
+    save_figure(fig, out / "posterior.png")
     fig, ax = plt.subplots(figsize=(6, 3.4))
     for k, (name, s) in enumerate((("score", score), ("EnKS", enks))):
         h = np.asarray(s["rank_histogram"], dtype=float)
@@ -59,4 +52,4 @@ def score_plots(out: Path, post: dict[str, Any], score: dict[str, Any], enks: di
     ax.set_ylabel("frequency")
     ax.legend()
     fig.tight_layout()
-    _save(fig, out / "rank_histogram.png")
+    save_figure(fig, out / "rank_histogram.png")

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from hybrida.learn.diagnostics import SkillCurve
-from hybrida.plots import _save
+from hybrida.plots import save_figure
 
 
 def plot_valid_time(
@@ -49,7 +49,7 @@ def plot_valid_time(
     ax.set_ylabel("RMSE / climatological std")
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=8)
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def plot_spectra(spectrum: np.ndarray, reference: np.ndarray, path: str | Path) -> Path:
@@ -64,7 +64,7 @@ def plot_spectra(spectrum: np.ndarray, reference: np.ndarray, path: str | Path) 
     ax.set_xlabel("wavenumber")
     ax.set_ylabel("power")
     ax.legend(fontsize=8)
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def plot_lyapunov(surrogate: float, truth: float, path: str | Path) -> Path:
@@ -75,7 +75,7 @@ def plot_lyapunov(surrogate: float, truth: float, path: str | Path) -> Path:
     for i, v in enumerate((surrogate, truth)):
         ax.text(i, vals[i], f"{v:.3g}", ha="center", va="bottom", fontsize=9)
     ax.set_ylabel("leading Lyapunov exponent [1/time]")
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def plot_da_rmse(
@@ -100,7 +100,7 @@ def plot_da_rmse(
     ax.set_xlabel("time since the end of training [model time]")
     ax.set_ylabel("analysis RMSE")
     ax.legend(fontsize=8, loc="upper right")
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def plot_training(history: dict[str, list[float]], path: str | Path) -> Path:
@@ -113,7 +113,7 @@ def plot_training(history: dict[str, list[float]], path: str | Path) -> Path:
     ax.set_xlabel("epoch")
     ax.set_ylabel("rollout loss")
     ax.legend(fontsize=8)
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def plot_loop_history(steps: list[dict[str, Any]], path: str | Path) -> Path:
@@ -127,7 +127,7 @@ def plot_loop_history(steps: list[dict[str, Any]], path: str | Path) -> Path:
     ax2.plot(it, [s["rmse_a"] for s in steps], "s--", color="C3", label="rmse_a")
     ax2.set_ylabel("analysis RMSE (truth)", color="C3")
     ax.set_xticks(it)
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def plot_surrogate_experiment(
