@@ -13,13 +13,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
+from hybrida.plots import save_figure
+
 __all__ = ["plot_enso"]
-
-
-def _save(fig: Any, path: Path) -> Path:
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
 
 
 def _years(ds: xr.Dataset) -> np.ndarray:
@@ -37,7 +33,7 @@ def plot_enso(ds: xr.Dataset, summary: dict[str, Any], out: Path) -> list[Path]:
     ax.fill_between(yr, ds["T_a"] - 2 * s, ds["T_a"] + 2 * s, color="C0", alpha=0.3, label="±2 spread")
     ax.set(xlabel="year", ylabel="T (°C)", title="Niño-3 anomaly: observed vs analysed")
     ax.legend(loc="upper left", fontsize=8)
-    files.append(_save(fig, out / "enso_T.png"))
+    files.append(save_figure(fig, out / "enso_T.png"))
 
     fig, ax = plt.subplots(figsize=(11, 3.5))
     ax.plot(yr, ds["h_a"], "C1", lw=0.8, label="analysed h (never observed)")
@@ -48,7 +44,7 @@ def plot_enso(ds: xr.Dataset, summary: dict[str, Any], out: Path) -> list[Path]:
     lag = ind.get("h_leads_T_months")
     ax.set(xlabel="year", ylabel="h (°C-equivalent)", title=f"thermocline depth h (leads T by {lag} months, 1991-2010)")
     ax.legend(loc="upper left", fontsize=8)
-    files.append(_save(fig, out / "enso_h.png"))
+    files.append(save_figure(fig, out / "enso_h.png"))
 
     names = [str(v)[len("param_"):] for v in ds.data_vars if str(v).startswith("param_") and not str(v).endswith("_spread")]
     fig, axes = plt.subplots(len(names), 1, figsize=(11, 2 * len(names)), sharex=True, squeeze=False)
@@ -62,7 +58,7 @@ def plot_enso(ds: xr.Dataset, summary: dict[str, Any], out: Path) -> list[Path]:
         a.set_ylabel(name)
     axes[-1, 0].set_xlabel("year")
     axes[0, 0].set_title("estimated parameters (mean ± spread, 1/month)")
-    files.append(_save(fig, out / "enso_params.png"))
+    files.append(save_figure(fig, out / "enso_params.png"))
 
     periods = [p for p in ("verify", "test") if p in summary["skill"].get("recharge", {})]
     fig, axes = plt.subplots(1, max(1, len(periods)), figsize=(5.5 * max(1, len(periods)), 3.8), squeeze=False)
@@ -80,5 +76,5 @@ def plot_enso(ds: xr.Dataset, summary: dict[str, Any], out: Path) -> list[Path]:
         bottom = min(-0.2, lowest - 0.05)
         a.set(xlabel="lead (months)", ylabel="anomaly correlation", title=f"skill vs lead, {period}", ylim=(bottom, 1))
         a.legend(fontsize=8)
-    files.append(_save(fig, out / "enso_skill.png"))
+    files.append(save_figure(fig, out / "enso_skill.png"))
     return files

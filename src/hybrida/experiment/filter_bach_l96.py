@@ -29,7 +29,6 @@ from hybrida.assimilation.ensemble.learned_filter import LearnedFilterNet, Learn
 from hybrida.assimilation.learned import save_learned_analysis
 from hybrida.experiment.config import _Strict
 from hybrida.experiment.learned_analysis import pipeline_config, write_json
-from hybrida.io.atomic import atomic_write
 from hybrida.learn.filter_bach import (
     BachSetup,
     TwinData,
@@ -41,6 +40,7 @@ from hybrida.learn.filter_bach import (
     letkf_analysis,
     make_data,
 )
+from hybrida.plots import save_figure
 
 DESCRIPTION = (
     "Learned LETKF localisation/inflation (Bach et al. 2025): L96 d=40, 10 of 40 observed every 0.15, sigma_y=1; "
@@ -223,8 +223,7 @@ def _plots(out: Path, setup: BachSetup, nets: dict[str, LearnedFilterNet], grid:
     ax[1].set_ylabel("learned inflation λ_i (truth-trained)")
     ax[1].legend()
     fig.tight_layout()
-    atomic_write(out / "taper_inflation.png", lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    save_figure(fig, out / "taper_inflation.png")
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     sizes = sorted(results)
     ax.plot(sizes, [results[N]["letkf"] for N in sizes], "ks-", label="grid-searched LETKF")
@@ -239,8 +238,7 @@ def _plots(out: Path, setup: BachSetup, nets: dict[str, LearnedFilterNet], grid:
     ax.set_ylabel("R-RMSE")
     ax.legend()
     fig.tight_layout()
-    atomic_write(out / "r_rmse_vs_N.png", lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    save_figure(fig, out / "r_rmse_vs_N.png")
 
 
 def run(

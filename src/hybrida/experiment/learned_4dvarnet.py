@@ -50,7 +50,7 @@ from hybrida.learn.fourdvarnet import (
 )
 from hybrida.models.lorenz96 import Lorenz96
 from hybrida.observations.networks import RandomSubsetObs
-from hybrida.plots import plot_rmse_series
+from hybrida.plots import plot_rmse_series, save_figure
 
 DESCRIPTION = (
     "4DVarNet (Fablet et al. 2021): learned L96-ODE or CNN prior + ConvLSTM gradient solver on 200-step "
@@ -349,6 +349,5 @@ def _plots(out: Path, fit: FitResult4DVarNet, curves: dict[str, list[float]], cf
     ax.set_ylabel("normalised error")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "training.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "training.png")
     plot_rmse_series(curves, out / "rmse.png", cfg.burn_in, window=1)

@@ -42,7 +42,7 @@ from hybrida.learn.aivar import fit_aivar
 from hybrida.models.lorenz96 import Lorenz96
 from hybrida.observations.errors import DiagonalError
 from hybrida.observations.networks import IdentityObs, RadianceObs
-from hybrida.plots import plot_rmse_series
+from hybrida.plots import plot_rmse_series, save_figure
 
 DESCRIPTION = "AI-Var (Keller & Potthast 2024): a network trained on the 3D-Var cost; L96 sakov2008 vs iterative 3D-Var"
 OBS = ("identity", "radiance")
@@ -212,8 +212,7 @@ def _plots(out: Path, fits: list[dict], series: dict[str, list[float]], burn_in:
     ax.set_yscale("log")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "training.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "training.png")
     plot_rmse_series(series, out / "rmse.png", burn_in)
 
 

@@ -30,7 +30,6 @@ from hybrida.cycle import FilterDiverged, run_cycle
 from hybrida.experiment.config import _Strict
 from hybrida.experiment.learned_analysis import pipeline_config, write_json
 from hybrida.experiment.twin import Twin, make_twin, nature_run
-from hybrida.io.atomic import atomic_write
 from hybrida.learn.amortised import (
     AmortisedFit,
     climatological_ensembles,
@@ -42,7 +41,7 @@ from hybrida.models.lorenz96 import Lorenz96
 from hybrida.observations.networks import IdentityObs
 from hybrida.observations.rotating import RotatingEveryKthObs
 from hybrida.observations.system import ObservationSystem
-from hybrida.plots import plot_rmse_series
+from hybrida.plots import plot_rmse_series, save_figure
 
 DESCRIPTION = (
     "Amortised ensemble filter (McCabe & Brown 2021): L96 n=40, every 4th variable (rotating) every 0.1, "
@@ -177,8 +176,7 @@ def _plots(out: Path, fit_history: list[dict[str, float]], series: dict[str, lis
     ax[1].set_xlabel("step")
     ax[1].set_ylabel("validation rmse (diagnostic only)")
     fig.tight_layout()
-    atomic_write(out / "training.png", lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    save_figure(fig, out / "training.png")
     plot_rmse_series(series, out / "rmse.png", burn_in, window=100)
 
 

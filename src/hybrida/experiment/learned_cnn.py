@@ -50,7 +50,7 @@ from hybrida.io.checkpoint import atomic_torch_save
 from hybrida.learn.cnn_analysis import AnalysisPairs, Segments, fit_online, fit_unrolled
 from hybrida.models.lorenz96 import Lorenz96
 from hybrida.observations.networks import IdentityObs
-from hybrida.plots import plot_rmse_series
+from hybrida.plots import plot_rmse_series, save_figure
 
 DESCRIPTION = (
     "single-state CNN analysis (Bocquet et al. 2024) on L96 sakov2008, trained online on truth and on an "
@@ -265,8 +265,7 @@ def _plots(out: Path, histories: dict[str, dict], series: dict[str, list[float]]
     for ax in axes:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "training.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "training.png")
     plot_rmse_series(series, out / "rmse.png", burn_in)
 
 
