@@ -34,6 +34,7 @@ import torch
 
 from hybrida.assimilation.ensemble import LETKF
 from hybrida.experiment.config import ExperimentConfig
+from hybrida.experiment.presets import get_preset
 from hybrida.experiment.runner import run_experiment
 from hybrida.models.qg import QGModel
 from hybrida.observations.grid2d import RandomGridObs
@@ -42,25 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from benchmarks.common import add_output_args, md_table, output_path, provenance, write_section
 
 DAY = 86400.0
-QG = "hybrida.models.qg:QGModel"
-GRID_OBS = "hybrida.observations.grid2d:RandomGridObs"
-
-#: the qg/letkf64 preset (registered names: model "qg", observations "random_grid")
-LETKF64 = {
-    "name": "qg/letkf64",
-    "seed": 3000,
-    "model": {"name": QG, "params": {"nx": 64, "dt": 7200.0}},
-    "truth_model": {"name": QG, "params": {"nx": 64, "dt": 7200.0, "seed": 1}},
-    "observations": {
-        "name": GRID_OBS,
-        "params": {"p": 1024, "layer_std": [1e-6, 1.5e-7]},
-        "every": 12,
-    },
-    "method": {"name": "letkf", "params": {"N": 20, "infl": 1.1, "loc_rad": 1.0}},
-    "cycles": 100,
-    "burn_in": 60 * DAY,
-    "initial": {"std": 1.5e-5, "truth_std": 0.0, "center": "reference"},
-}
+#: the qg/letkf64 preset
+LETKF64 = get_preset("qg/letkf64")
 
 
 def _pyqg_jax():

@@ -1,4 +1,4 @@
-"""QG presets as config dicts: they validate and build, and a scaled-down LETKF twin beats climatology."""
+"""QG presets: they validate and build, and a scaled-down LETKF twin beats climatology."""
 
 from __future__ import annotations
 
@@ -8,30 +8,14 @@ import torch
 
 from hybrida.experiment.builder import build_model, build_observations
 from hybrida.experiment.config import ExperimentConfig
+from hybrida.experiment.presets import get_preset
 from hybrida.experiment.runner import run_experiment
 from hybrida.models.qg import QGModel
 from hybrida.observations.grid2d import RandomGridObs
 
 DAY = 86400.0
-QG = "hybrida.models.qg:QGModel"
-GRID_OBS = "hybrida.observations.grid2d:RandomGridObs"
-
-#: ``qg/letkf64`` as proposed for presets.py (plugin paths here; registered names "qg", "random_grid")
-LETKF64 = {
-    "name": "qg/letkf64",
-    "seed": 3000,
-    "model": {"name": QG, "params": {"nx": 64, "dt": 7200.0}},
-    "truth_model": {"name": QG, "params": {"nx": 64, "dt": 7200.0, "seed": 1}},
-    "observations": {
-        "name": GRID_OBS,
-        "params": {"p": 1024, "layer_std": [1e-6, 1.5e-7]},
-        "every": 12,
-    },
-    "method": {"name": "letkf", "params": {"N": 20, "infl": 1.1, "loc_rad": 1.0}},
-    "cycles": 100,
-    "burn_in": 60 * DAY,
-    "initial": {"std": 1.5e-5, "truth_std": 0.0, "center": "reference"},
-}
+#: the registered preset (model "qg", observations "random_grid")
+LETKF64 = get_preset("qg/letkf64")
 
 
 def _small(method: dict, cycles: int = 60) -> dict:
@@ -40,7 +24,7 @@ def _small(method: dict, cycles: int = 60) -> dict:
     qg = {"nx": 32, "L": 5e5, "U1": 0.05, "dt": 14400.0, "spinup_time": 300 * DAY}
     cfg["model"]["params"] = qg
     cfg["truth_model"]["params"] = {**qg, "seed": 1}
-    cfg["observations"] = {"name": GRID_OBS, "params": {"p": 256, "layer_std": [3e-6, 5e-7]}, "every": 6}
+    cfg["observations"] = {"name": "random_grid", "params": {"p": 256, "layer_std": [3e-6, 5e-7]}, "every": 6}
     cfg["method"] = method
     cfg["cycles"] = cycles
     cfg["burn_in"] = 30 * DAY
