@@ -139,7 +139,8 @@ def main() -> None:
              f"{r['fit_s']:.0f}"] for s, r in res.items()]
     n = len(seeds)
     body = "\n".join([
-        "## DA with a learned observation operator (Lorenz-96 radiances)",
+        "## DA with a learned observation operator (Lorenz-96 radiances"
+        + (")" if args.analyses == "radiance" else ", H_θ fitted to analyses of other observations)"),
         "",
         (f"L96 n=40, dto={0.05 * args.every:g}, RadianceObs({args.channels} channels, width {args.width}, tanh, "
         f"scale {args.scale}, σo={args.std}). H_θ: LocalChannelNet (shared MLP on a ±{args.half_window} window per "
