@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from hybrida import metrics
 from hybrida.assimilation.base import state_spread
@@ -28,6 +30,9 @@ from hybrida.experiment.builder import Experiment, prepare
 from hybrida.experiment.config import ConfigError, ExperimentConfig
 from hybrida.experiment.runner import climatological_std, summarize, torch_threads
 from hybrida.experiment.twin import Twin, nature_run
+from hybrida.observations.base import Observation
+from hybrida.observations.networks import EveryKthObs, IdentityObs, SubsetObs
+from hybrida.observations.system import ObservationSystem
 
 #: method names that batch over runs with identical results
 METHODS = ("etkf", "letkf", "denkf")
@@ -56,25 +61,74 @@ def why_not_vectorizable(configs: list[ExperimentConfig]) -> str | None:
     return None
 
 
+#: networks observing the same components with the same errors every cycle (their ``network`` not overridden)
+FIXED_NETWORKS = (IdentityObs, SubsetObs, EveryKthObs)
+
+
+def fixed_network(system: ObservationSystem) -> Observation | None:
+    """The network of every cycle (``y`` NaN) when ``system`` is a fixed index network, else None."""
+    cls = type(system)
+    fixed = (
+        isinstance(system, FIXED_NETWORKS)
+        and cls.network is IdentityObs.network
+        and cls.observe is ObservationSystem.observe
+    )
+    return system.network(1) if fixed else None
+
+
+class CycleObservations(Sequence):
+    """The observations of cycles 1..K of one run: one fixed network and its values ``y (K, p)``.
+
+    Each cycle's :class:`Observation` is made on access (as ``network(k)`` with ``y`` set
+    would be), so a batch of B runs × K cycles does not build B·K network objects.
+    """
+
+    def __init__(self, net: Observation, y: Tensor):
+        self.net, self.y = net, y
+
+    def __len__(self) -> int:
+        return self.y.shape[0]
+
+    def __getitem__(self, k):  # type: ignore[override]
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        k = range(len(self))[k]
+        return replace(self.net, y=self.y[k], matrix=self.net.stored_matrix, meta={**self.net.meta, "cycle": k + 1})
+
+
+def observe_fixed(net: Observation, truth: Tensor, generator: torch.Generator) -> Tensor:
+    """y ``(K, p)`` of cycles 1..K of the truth ``(K + 1, n)``: H(x_k) + e_k as ``observe`` draws them.
+
+    The errors are drawn one cycle at a time from ``generator`` (the draws and their order of
+    :meth:`~hybrida.observations.system.ObservationSystem.observe`), then added in one pass.
+    """
+    noise = torch.stack([net.error.sample((), generator) for _ in range(truth.shape[0] - 1)])
+    return net.operator(truth[1:]) + noise.to(truth)
+
+
 def _stack_observations(exps: list, k: int) -> Any:
     """The cycle-k observations of every run as one observation with ``y (B, p)``; checked equal otherwise."""
     obs = [e.twin.observations[k] for e in exps]
     first = obs[0]
     for o in obs[1:]:
-        same_h = (o.indices is not None and first.indices is not None and torch.equal(o.indices, first.indices))
-        if not same_h or not torch.equal(o.error.variance, first.error.variance):
-            raise ConfigError("vectorised runs need the same fixed observation network and errors in every run")
+        _check_same_network(first, o)
     y = torch.stack([o.y for o in obs])
     if not bool(torch.isfinite(y).all()):
         raise ConfigError("vectorised runs need complete observations (no missing values)")
     return replace(first, y=y, matrix=first.stored_matrix)
 
 
+def _check_same_network(first: Observation, other: Observation) -> None:
+    same_h = other.indices is not None and first.indices is not None and torch.equal(other.indices, first.indices)
+    if not same_h or not torch.equal(other.error.variance, first.error.variance):
+        raise ConfigError("vectorised runs need the same fixed observation network and errors in every run")
+
+
 def run_vectorized(configs: list[ExperimentConfig], progress: bool = False) -> list[dict[str, Any]]:
     """Summaries of ``configs`` run as one batch, under the first config's thread setting (see :func:`_run`)."""
     if (reason := why_not_vectorizable(configs)) is not None:
         raise ConfigError(f"cannot vectorise: {reason}")
-    with torch_threads(configs[0].threads, configs[0].model):
+    with torch_threads(configs[0].threads, configs[0].model), torch.no_grad():
         return _run(configs, progress)
 
 
@@ -83,12 +137,13 @@ def _run(configs: list[ExperimentConfig], progress: bool) -> list[dict[str, Any]
 
     Raises :class:`ConfigError` with the reason when the runs cannot be batched. A run whose
     forecast or analysis becomes non-finite is marked diverged at that cycle and its
-    ensemble is reset to its truth so that the other runs go on unaffected.
+    ensemble is reset to its truth so that the other runs go on unaffected. The scores of
+    all runs are computed per cycle as ``(B,)`` tensors and read out once at the end.
     """
     from tqdm.auto import tqdm
 
     t_build = time.perf_counter()
-    exps = _build_batch(configs)
+    exps, y_all = _build_batch(configs)
     build_s = (time.perf_counter() - t_build) / len(exps)
     B = len(exps)
     method, model = exps[0].method, exps[0].model
@@ -97,33 +152,30 @@ def _run(configs: list[ExperimentConfig], progress: bool) -> list[dict[str, Any]
     truth = torch.stack([e.twin.truth for e in exps], 1)  # (K+1, B, n)
     E = torch.stack([e.initial for e in exps])  # (B, N, n)
     steps, K, dt = exps[0].twin.steps_per_cycle, configs[0].cycles, model.dt
-    records: list[list[Record]] = [[] for _ in range(B)]
-    diverged: list[int | None] = [None] * B
+    net = None if y_all is None else exps[0].twin.observations.net
+    scores, oks, means_f, means_a, n_obs = [], [], [], [], []
     t0 = time.perf_counter()
     for k in tqdm(range(1, K + 1), disable=not progress, desc=f"{B} runs", unit="cycle", leave=False):
         Ef = method.forecast(model, E, steps, (k - 1) * steps * dt)
-        obs = _stack_observations(exps, k - 1)
+        if net is None:
+            obs = _stack_observations(exps, k - 1)
+        else:
+            obs = replace(net, y=y_all[k - 1], matrix=net.stored_matrix, meta={**net.meta, "cycle": k})
         Ea = method.analyse(Ef, obs, k * steps * dt)
         mean_f, mean_a = Ef.mean(-2), Ea.mean(-2)
-        ok_f = torch.isfinite(mean_f).all(-1)
-        ok = ok_f & torch.isfinite(mean_a).all(-1)
-        rmse_f, rmse_a = metrics.rmse(mean_f, truth[k]), metrics.rmse(mean_a, truth[k])
-        spread_f, spread_a = state_spread(Ef), state_spread(Ea)
-        for b in range(B):
-            if diverged[b] is not None:
-                continue
-            if not bool(ok[b]):
-                diverged[b] = k
-                continue
-            records[b].append(Record(
-                cycle=k, time=k * steps * dt, truth=truth[k, b], prior_mean=mean_f[b], posterior_mean=mean_a[b],
-                rmse_f=float(rmse_f[b]), rmse_a=float(rmse_a[b]), spread_f=float(spread_f[b]),
-                spread_a=float(spread_a[b]), crps_a=math.nan, n_obs=obs.p,
-            ))
+        ok = torch.isfinite(mean_f).all(-1) & torch.isfinite(mean_a).all(-1)
+        scores.append(torch.stack((
+            metrics.rmse(mean_f, truth[k]), metrics.rmse(mean_a, truth[k]), state_spread(Ef), state_spread(Ea),
+        )))
+        oks.append(ok)
+        means_f.append(mean_f)
+        means_a.append(mean_a)
+        n_obs.append(obs.p)
         if not bool(ok.all()):  # keep the batch's linear algebra finite; those runs are over
             Ea = torch.where(ok.view(B, 1, 1), Ea, truth[k].unsqueeze(-2).expand_as(Ea))
         E = Ea
     wall = (time.perf_counter() - t0) / B
+    records, diverged = _records(truth, scores, oks, means_f, means_a, n_obs, steps * dt)
     out = []
     for b, (config, exp) in enumerate(zip(configs, exps)):
         cyc = diverged[b]
@@ -137,25 +189,72 @@ def _run(configs: list[ExperimentConfig], progress: bool) -> list[dict[str, Any]
     return out
 
 
-def _build_batch(configs: list[ExperimentConfig]) -> list[Experiment]:
+def _records(
+    truth: Tensor, scores: list[Tensor], oks: list[Tensor], means_f: list[Tensor], means_a: list[Tensor],
+    n_obs: list[int], cycle_dt: float,
+) -> tuple[list[list[Record]], list[int | None]]:
+    """Each run's :class:`Record` per cycle up to its divergence, and the cycle at which it diverged (or None).
+
+    ``scores[k - 1]`` is ``(4, B)``: rmse_f, rmse_a, spread_f, spread_a of cycle k.
+    """
+    K = len(scores)
+    if K == 0:
+        return [[] for _ in range(truth.shape[1])], [None] * truth.shape[1]
+    S = torch.stack(scores).tolist()  # (K, 4, B) as nested lists: one read-out
+    ok = torch.stack(oks).tolist()
+    mf, ma = torch.stack(means_f), torch.stack(means_a)
+    B = len(ok[0])
+    records: list[list[Record]] = [[] for _ in range(B)]
+    diverged: list[int | None] = [None] * B
+    for b in range(B):
+        x_b, f_b, a_b = truth[1:, b].unbind(0), mf[:, b].unbind(0), ma[:, b].unbind(0)
+        rec = records[b]
+        for i in range(K):
+            if not ok[i][b]:
+                diverged[b] = i + 1
+                break
+            s = S[i]
+            rec.append(Record(
+                cycle=i + 1, time=(i + 1) * cycle_dt, truth=x_b[i], prior_mean=f_b[i], posterior_mean=a_b[i],
+                rmse_f=s[0][b], rmse_a=s[1][b], spread_f=s[2][b], spread_a=s[3][b], crps_a=math.nan,
+                n_obs=n_obs[i],
+            ))
+    return records, diverged
+
+
+def _build_batch(configs: list[ExperimentConfig]) -> tuple[list[Experiment], Tensor | None]:
     """Each run's :class:`Experiment`, as :func:`~hybrida.experiment.builder.build` makes it, with one nature run.
 
     The true starts are drawn per run (their own seed streams); the B truths are integrated
     as one ``(B, n)`` tensor (elementwise dynamics: the same numbers as alone), then each
-    run observes its truth with its own generator, in the order ``build`` does.
+    run observes its truth with its own generator, in the order ``build`` does. With a fixed
+    network (:func:`fixed_network`) the observations of all runs come back as one
+    ``y (K, B, p)`` (else None) and each run's twin holds a :class:`CycleObservations`.
     """
     preps = [prepare(c) for c in configs]
     first = preps[0]
     if first.truth_model.n != first.model.n:
         raise ConfigError("cannot vectorise: the truth model's state size differs from the forecast model's")
-    steps = first.obs_system.every
-    truth = nature_run(first.truth_model, torch.stack([p.x0 for p in preps]), configs[0].cycles, steps)
-    exps = []
+    steps, K = first.obs_system.every, configs[0].cycles
+    truth = nature_run(first.truth_model, torch.stack([p.x0 for p in preps]), K, steps)
+    nets = [fixed_network(p.obs_system) for p in preps]
+    fixed = all(net is not None for net in nets)
+    exps, ys = [], []
     for b, p in enumerate(preps):
         tb = truth[:, b].contiguous()
-        obs = [p.obs_system.observe(tb[k], k, p.generators["truth"]) for k in range(1, configs[0].cycles + 1)]
-        exps.append(p.experiment(Twin(truth=tb, observations=obs, steps_per_cycle=steps)))
-    return exps
+        if fixed:
+            _check_same_network(nets[0], nets[b])
+            ys.append(observe_fixed(nets[b], tb, p.generators["truth"]))
+            obs: Sequence[Observation] = CycleObservations(nets[b], ys[-1])
+        else:
+            obs = [p.obs_system.observe(tb[k], k, p.generators["truth"]) for k in range(1, K + 1)]
+        exps.append(p.experiment(Twin(truth=tb, observations=obs, steps_per_cycle=steps)))  # type: ignore[arg-type]
+    if not fixed:
+        return exps, None
+    y_all = torch.stack(ys, 1)  # (K, B, p)
+    if not bool(torch.isfinite(y_all).all()):
+        raise ConfigError("vectorised runs need complete observations (no missing values)")
+    return exps, y_all
 
 
 def split_groups(configs: list[ExperimentConfig]) -> list[list[int]]:
