@@ -17,14 +17,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from hybrida import metrics
-from hybrida.assimilation.base import state_spread
+from hybrida.assimilation.base import AssimilationMethod, state_spread
 from hybrida.cycle import Record
 from hybrida.experiment.builder import Experiment, prepare
 from hybrida.experiment.config import ConfigError, ExperimentConfig
@@ -96,14 +96,12 @@ class CycleObservations(Sequence):
         return replace(self.net, y=self.y[k], matrix=self.net.stored_matrix, meta={**self.net.meta, "cycle": k + 1})
 
 
-def observe_fixed(net: Observation, truth: Tensor, generator: torch.Generator) -> Tensor:
-    """y ``(K, p)`` of cycles 1..K of the truth ``(K + 1, n)``: H(x_k) + e_k as ``observe`` draws them.
+def draw_errors(net: Observation, n_cycles: int, generator: torch.Generator) -> Tensor:
+    """The observation errors ``(K, p)`` of cycles 1..K, drawn as ``observe`` draws them (one cycle at a time).
 
-    The errors are drawn one cycle at a time from ``generator`` (the draws and their order of
-    :meth:`~hybrida.observations.system.ObservationSystem.observe`), then added in one pass.
+    y_k = H(x_k) + e_k is then formed for all runs at once, with the same bits.
     """
-    noise = torch.stack([net.error.sample((), generator) for _ in range(truth.shape[0] - 1)])
-    return net.operator(truth[1:]) + noise.to(truth)
+    return torch.stack([net.error.sample((), generator) for _ in range(n_cycles)])
 
 
 def _stack_observations(exps: list, k: int) -> Any:
@@ -132,6 +130,38 @@ def run_vectorized(configs: list[ExperimentConfig], progress: bool = False) -> l
         return _run(configs, progress)
 
 
+@dataclass
+class Batch:
+    """B runs ready to cycle as one: their experiments, truths and (fixed network) observations.
+
+    ``truth`` is ``(K + 1, B, n)``; ``y`` ``(K, B, p)`` with one fixed network ``net`` (else None:
+    each run's twin holds its own observations). With ``inline`` the truths are integrated as
+    one more member of the ensemble forecast, cycle by cycle: then ``truth`` holds only its
+    start and ``y`` is NaN until the cycle fills them from the pre-drawn errors ``noise``.
+    """
+
+    exps: list[Experiment]
+    truth: Tensor
+    y: Tensor | None = None
+    net: Observation | None = None
+    noise: Tensor | None = None
+    inline: bool = False
+
+    def observation(self, k: int) -> Observation:
+        """The observations of cycle ``k`` of all runs as one with ``y (B, p)``."""
+        if self.net is None:
+            return _stack_observations(self.exps, k - 1)
+        return replace(self.net, y=self.y[k - 1], matrix=self.net.stored_matrix, meta={**self.net.meta, "cycle": k})
+
+    def finish_twins(self) -> None:
+        """Give each run's twin its own contiguous truth and observations (as a lone build makes them)."""
+        if self.net is None:
+            return
+        for b, e in enumerate(self.exps):
+            obs = CycleObservations(e.twin.observations.net, self.y[:, b].contiguous())
+            e.twin = Twin(truth=self.truth[:, b].contiguous(), observations=obs, steps_per_cycle=e.twin.steps_per_cycle)
+
+
 def _run(configs: list[ExperimentConfig], progress: bool) -> list[dict[str, Any]]:
     """Summaries (as :func:`~hybrida.experiment.runner.summarize` writes them) of ``configs`` run as one batch.
 
@@ -143,24 +173,28 @@ def _run(configs: list[ExperimentConfig], progress: bool) -> list[dict[str, Any]
     from tqdm.auto import tqdm
 
     t_build = time.perf_counter()
-    exps, y_all = _build_batch(configs)
+    batch = _build_batch(configs)
+    exps, truth = batch.exps, batch.truth
     build_s = (time.perf_counter() - t_build) / len(exps)
     B = len(exps)
     method, model = exps[0].method, exps[0].model
     dtype = exps[0].initial.dtype
     method.infl = torch.tensor([e.method.infl for e in exps], dtype=dtype).view(B, 1, 1)
-    truth = torch.stack([e.twin.truth for e in exps], 1)  # (K+1, B, n)
     E = torch.stack([e.initial for e in exps])  # (B, N, n)
     steps, K, dt = exps[0].twin.steps_per_cycle, configs[0].cycles, model.dt
-    net = None if y_all is None else exps[0].twin.observations.net
     scores, oks, means_f, means_a, n_obs = [], [], [], [], []
     t0 = time.perf_counter()
     for k in tqdm(range(1, K + 1), disable=not progress, desc=f"{B} runs", unit="cycle", leave=False):
-        Ef = method.forecast(model, E, steps, (k - 1) * steps * dt)
-        if net is None:
-            obs = _stack_observations(exps, k - 1)
+        if batch.inline:
+            X = method.forecast(model, torch.cat((E, truth[k - 1].unsqueeze(-2)), -2), steps, (k - 1) * steps * dt)
+            Ef = X[..., :-1, :].contiguous()
+            truth[k] = X[..., -1, :]
+            batch.y[k - 1] = batch.net.operator(truth[k]) + batch.noise[k - 1]
+            if not bool(torch.isfinite(batch.y[k - 1]).all()):
+                raise ConfigError("vectorised runs need complete observations (no missing values)")
         else:
-            obs = replace(net, y=y_all[k - 1], matrix=net.stored_matrix, meta={**net.meta, "cycle": k})
+            Ef = method.forecast(model, E, steps, (k - 1) * steps * dt)
+        obs = batch.observation(k)
         Ea = method.analyse(Ef, obs, k * steps * dt)
         mean_f, mean_a = Ef.mean(-2), Ea.mean(-2)
         ok = torch.isfinite(mean_f).all(-1) & torch.isfinite(mean_a).all(-1)
@@ -175,6 +209,7 @@ def _run(configs: list[ExperimentConfig], progress: bool) -> list[dict[str, Any]
             Ea = torch.where(ok.view(B, 1, 1), Ea, truth[k].unsqueeze(-2).expand_as(Ea))
         E = Ea
     wall = (time.perf_counter() - t0) / B
+    batch.finish_twins()
     records, diverged = _records(truth, scores, oks, means_f, means_a, n_obs, steps * dt)
     out = []
     for b, (config, exp) in enumerate(zip(configs, exps)):
@@ -222,39 +257,65 @@ def _records(
     return records, diverged
 
 
-def _build_batch(configs: list[ExperimentConfig]) -> tuple[list[Experiment], Tensor | None]:
+def truth_inline(preps: list) -> bool:
+    """Whether the truths can be integrated as one more ensemble member (same bits as a nature run).
+
+    Needs the forecast model as the truth model, a model whose rows step independently
+    (``rows_independent``, e.g. :class:`~hybrida.models.Lorenz63`) and a method whose
+    forecast is the model's (no member-dependent forcing or noise).
+    """
+    p = preps[0]
+    return (
+        all(q.truth_model is q.model for q in preps)
+        and bool(getattr(p.model, "rows_independent", False))
+        and type(p.method).forecast is AssimilationMethod.forecast
+        and p.x0.dtype == p.x_ref.dtype
+    )
+
+
+def _build_batch(configs: list[ExperimentConfig]) -> Batch:
     """Each run's :class:`Experiment`, as :func:`~hybrida.experiment.builder.build` makes it, with one nature run.
 
     The true starts are drawn per run (their own seed streams); the B truths are integrated
     as one ``(B, n)`` tensor (elementwise dynamics: the same numbers as alone), then each
     run observes its truth with its own generator, in the order ``build`` does. With a fixed
-    network (:func:`fixed_network`) the observations of all runs come back as one
-    ``y (K, B, p)`` (else None) and each run's twin holds a :class:`CycleObservations`.
+    network (:func:`fixed_network`) the errors are drawn first and the observations of all
+    runs are one ``y (K, B, p)``; with :func:`truth_inline` as well, the nature run is left
+    to the cycle (see :class:`Batch`).
     """
     preps = [prepare(c) for c in configs]
     first = preps[0]
     if first.truth_model.n != first.model.n:
         raise ConfigError("cannot vectorise: the truth model's state size differs from the forecast model's")
     steps, K = first.obs_system.every, configs[0].cycles
-    truth = nature_run(first.truth_model, torch.stack([p.x0 for p in preps]), K, steps)
+    x0 = torch.stack([p.x0 for p in preps])
     nets = [fixed_network(p.obs_system) for p in preps]
-    fixed = all(net is not None for net in nets)
-    exps, ys = [], []
-    for b, p in enumerate(preps):
-        tb = truth[:, b].contiguous()
-        if fixed:
-            _check_same_network(nets[0], nets[b])
-            ys.append(observe_fixed(nets[b], tb, p.generators["truth"]))
-            obs: Sequence[Observation] = CycleObservations(nets[b], ys[-1])
-        else:
+    if any(net is None for net in nets):
+        truth = nature_run(first.truth_model, x0, K, steps)
+        exps = []
+        for b, p in enumerate(preps):
+            tb = truth[:, b].contiguous()
             obs = [p.obs_system.observe(tb[k], k, p.generators["truth"]) for k in range(1, K + 1)]
-        exps.append(p.experiment(Twin(truth=tb, observations=obs, steps_per_cycle=steps)))  # type: ignore[arg-type]
-    if not fixed:
-        return exps, None
-    y_all = torch.stack(ys, 1)  # (K, B, p)
-    if not bool(torch.isfinite(y_all).all()):
-        raise ConfigError("vectorised runs need complete observations (no missing values)")
-    return exps, y_all
+            exps.append(p.experiment(Twin(truth=tb, observations=obs, steps_per_cycle=steps)))
+        return Batch(exps, truth)
+    for net in nets[1:]:
+        _check_same_network(nets[0], net)
+    noise = torch.stack([draw_errors(net, K, p.generators["truth"]) for net, p in zip(nets, preps)], 1).to(x0)
+    inline = truth_inline(preps)
+    if inline:
+        truth = torch.full((K + 1, *x0.shape), math.nan, dtype=x0.dtype, device=x0.device)
+        truth[0] = x0
+        y = torch.full(noise.shape, math.nan, dtype=noise.dtype, device=noise.device)
+    else:
+        truth = nature_run(first.truth_model, x0, K, steps)
+        y = nets[0].operator(truth[1:]) + noise
+        if not bool(torch.isfinite(y).all()):
+            raise ConfigError("vectorised runs need complete observations (no missing values)")
+    exps = [
+        p.experiment(Twin(truth=truth[:, b], observations=CycleObservations(nets[b], y[:, b]), steps_per_cycle=steps))
+        for b, p in enumerate(preps)
+    ]
+    return Batch(exps, truth, y, nets[0], noise, inline)
 
 
 def split_groups(configs: list[ExperimentConfig]) -> list[list[int]]:

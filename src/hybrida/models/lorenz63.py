@@ -8,9 +8,56 @@ import torch
 from torch import Tensor
 
 from hybrida.models.base import ODEModel
+from hybrida.models.integrators import plain_tensor_path
 
 #: Reference initial truth of the Sakov et al. (2012) setup (DAPPER ``Lorenz63/sakov2012``).
 X_STAR: tuple[float, float, float] = (1.509, -1.531, 25.46)
+
+
+def l63_factors(sigma: float, rho: float, beta: float, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """``(W (3, 9), c (9,))`` with x W + c = [b | a | e] for the tendency f = a * b - e.
+
+    b = (x2 - x1, rho - x3, x2), a = (sigma, x1, x1), e = (0, x2, beta x3): each entry of
+    x W + c has at most two non-zero terms of 0/±1 weight (or one product beta x3), so the
+    affine map is exact and f has the bits of sigma (x2 - x1), x1 (rho - x3) - x2, x1 x2 - beta x3.
+    """
+    W = torch.zeros(3, 9, dtype=dtype, device=device)
+    c = torch.zeros(9, dtype=dtype, device=device)
+    W[1, 0], W[0, 0], W[2, 1], W[1, 2] = 1.0, -1.0, -1.0, 1.0  # b
+    c[1], c[3] = rho, sigma
+    W[0, 4], W[0, 5] = 1.0, 1.0  # a
+    W[1, 7], W[2, 8] = 1.0, beta  # e
+    return W, c
+
+
+def l63_tendency(x: Tensor, W: Tensor, c: Tensor) -> Tensor:
+    """Lorenz-63 tendency a * b - e from one affine map [b | a | e] = x W + c (see :func:`l63_factors`)."""
+    z = torch.addmm(c, x.reshape(-1, 3), W).view(x.shape[:-1] + (3, 3))
+    b, a, e = z.unbind(-2)
+    return a * b - e
+
+
+@torch.jit.script
+def l63_rk4_steps(x: Tensor, W: Tensor, c: Tensor, dt: float, n_steps: int) -> Tensor:
+    """``n_steps`` classical RK4 steps of Lorenz-63 in one TorchScript loop (no Python per operation).
+
+    The arithmetic of :func:`l63_tendency` and :func:`~hybrida.models.integrators.rk4_step`,
+    operation for operation, so the result is bit-identical to stepping in Python.
+    """
+    h = 0.5 * dt
+    w = dt / 6.0
+    shape = x.shape[:-1] + [3, 3]
+    for _ in range(n_steps):
+        b, a, e = torch.addmm(c, x.reshape(-1, 3), W).view(shape).unbind(-2)
+        k1 = a * b - e
+        b, a, e = torch.addmm(c, (x + k1 * h).reshape(-1, 3), W).view(shape).unbind(-2)
+        k2 = a * b - e
+        b, a, e = torch.addmm(c, (x + k2 * h).reshape(-1, 3), W).view(shape).unbind(-2)
+        k3 = a * b - e
+        b, a, e = torch.addmm(c, (x + k3 * dt).reshape(-1, 3), W).view(shape).unbind(-2)
+        k4 = a * b - e
+        x = x + torch.add(torch.add(k1, k2, alpha=2.0), k3, alpha=2.0).add_(k4) * w
+    return x
 
 
 def _positive(name: str, value: float) -> float:
@@ -29,6 +76,9 @@ class Lorenz63(ODEModel):
     """
 
     n = 3
+    #: each leading-index row steps with the same bits whatever the batch around it
+    #: (vectorised runs integrate their truths as one more ensemble member)
+    rows_independent = True
 
     def __init__(
         self,
@@ -44,25 +94,46 @@ class Lorenz63(ODEModel):
             raise ValueError(f"rho must be a finite number, got {rho}")
         self.rho = rho
         self.dt = _positive("dt", dt)
+        self._factors: dict[tuple, tuple[Tensor, Tensor]] = {}
+
+    def factors(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The affine map of :func:`l63_factors` for ``x``'s dtype and device (cached per parameters)."""
+        key = (self.sigma, self.rho, self.beta, x.dtype, x.device)
+        if key not in self._factors:
+            self._factors[key] = l63_factors(self.sigma, self.rho, self.beta, x.dtype, x.device)
+        return self._factors[key]
 
     def tendency(self, x: Tensor, t: float = 0.0) -> Tensor:
-        """Lorenz-63 time derivative at ``x`` of shape (..., 3)."""
-        x1, x2, x3 = x.unbind(-1)
-        return torch.stack(
-            (
-                self.sigma * (x2 - x1),
-                x1 * (self.rho - x3) - x2,
-                x1 * x2 - self.beta * x3,
-            ),
-            dim=-1,
-        )
+        """Lorenz-63 time derivative at ``x`` of shape (..., 3).
+
+        sigma (x2 - x1), x1 (rho - x3) - x2, x1 x2 - beta x3 (same bits), computed as
+        a * b - e from one small matrix product (:func:`l63_tendency`).
+        """
+        W, c = self.factors(x)
+        return l63_tendency(x, W, c)
 
     def step(self, x: Tensor, t: float = 0.0) -> Tensor:
         """One RK4 step of length ``dt``."""
+        self._check(x)
+        return super().step(x, t)
+
+    def forecast(self, x: Tensor, n_steps: int, t0: float = 0.0, trajectory: bool = False) -> Tensor:
+        """``n_steps`` RK4 steps; without gradients to record, in one TorchScript loop (same bits).
+
+        With autograd recording (grad mode on and ``x`` requiring grad) or under a
+        ``torch.func`` transform, the steps run one by one in Python, as
+        :meth:`~hybrida.models.base.Model.forecast` does.
+        """
+        if trajectory or n_steps < 1 or not plain_tensor_path(x):
+            return super().forecast(x, n_steps, t0, trajectory)
+        self._check(x)
+        W, c = self.factors(x)
+        return l63_rk4_steps(x, W, c, self.dt, int(n_steps))
+
+    def _check(self, x: Tensor) -> None:
         self.check_state(x)
         if not x.is_floating_point():
             raise ValueError(f"Lorenz63: state must be a floating-point tensor, got {x.dtype}")
-        return super().step(x, t)
 
     def initial_state(self, dtype: torch.dtype = torch.float64) -> Tensor:
         """Reference truth x* = (1.509, -1.531, 25.46) of Sakov et al. (2012)."""

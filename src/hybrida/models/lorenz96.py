@@ -151,6 +151,11 @@ class Lorenz96(ODEModel):
         self.dt = dt
         self._x0: tuple[int, Tensor] | None = None
 
+    @property
+    def rows_independent(self) -> bool:
+        """Each leading-index row steps with the same bits whatever the batch (not with a per-member ``F``)."""
+        return not isinstance(self.F, Tensor) or self.F.ndim <= 1
+
     def _forcing(self, x: Tensor) -> float | Tensor:
         F = self.F
         if isinstance(F, Tensor):
