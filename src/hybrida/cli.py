@@ -49,7 +49,7 @@ app = typer.Typer(
 learn_app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
-    help="Learned components: surrogates (the DA-ML loop), learned analyses, latent and score-based DA, learned filters.",
+    help="Learned components: surrogates (the DA-ML loop), learned analyses, latent and score-based DA, learned filters, subgrid parametrisations.",
 )
 app.add_typer(learn_app, name="learn")
 app.add_typer(data_app, name="data")

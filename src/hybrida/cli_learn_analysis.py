@@ -27,6 +27,8 @@ FAMILY_HELP: dict[str, tuple[str, str]] = {
     "latent": ("a reduced representation (POD, autoencoder) and DA in its latent space", "latent.pt"),
     "score": ("a score-based (diffusion) prior: posterior sampling and generated ensembles", "score.pt"),
     "filter": ("learned localisation and inflation inside the LETKF (Bach et al. 2025)", "filter.pt"),
+    "subgrid": ("a subgrid parametrisation of a coarse model from high-resolution runs (Ross et al. 2023)",
+                "subgrid.pt"),
 }
 
 

@@ -1,4 +1,4 @@
-"""``hybrida learn {analysis,latent,score,filter} PRESET``: train a learned DA part and compare it with the classical ones.
+"""``hybrida learn {analysis,latent,score,filter,subgrid} PRESET``: train a learned DA part and compare it with the classical ones.
 
 Each preset names a pipeline ``run(out, *, seed, quick, overrides, resume, progress) -> summary``
 that makes its twin, trains, saves the trained part into ``out``, cycles the learned and the
@@ -39,6 +39,9 @@ FAMILIES: dict[str, dict[str, str]] = {
     },
     "filter": {
         "bach2025_l96": "hybrida.experiment.filter_bach_l96",
+    },
+    "subgrid": {
+        "qg_subgrid": "hybrida.experiment.qg_subgrid",
     },
 }
 #: the learned analyses proper (``hybrida learn analysis``)
