@@ -42,6 +42,15 @@ def test_letkf64_preset_validates_and_builds():
     assert net.locations.shape == (1024, 2) and net.meta["grid"] == (64, 64)
 
 
+def test_letkf128_preset_keeps_the_64_twin_in_physical_units():
+    """qg/letkf128: same observation density, localisation length (km) and day-long cycles as qg/letkf64."""
+    c64, c128 = ExperimentConfig(**LETKF64), ExperimentConfig(**get_preset("qg/letkf128"))
+    m64, m128 = build_model(c64), build_model(c128)
+    assert m128.n == 4 * m64.n and m128.dt * c128.observations.every == m64.dt * c64.observations.every == DAY
+    assert c128.observations.params["p"] / m128.n == c64.observations.params["p"] / m64.n
+    assert c128.method.params["loc_rad"] * m128.dx == c64.method.params["loc_rad"] * m64.dx
+
+
 def test_small_letkf_twin_beats_climatology():
     """Scaled-down qg/letkf64: rmse_a well below the truth's climatological std (independent truth)."""
     res = run_experiment(ExperimentConfig(**_small({"name": "letkf", "params": {"N": 10, "infl": 1.1,

@@ -139,6 +139,18 @@ PRESETS: dict[str, dict[str, Any]] = {
         "burn_in": 60 * 86400.0,
         "initial": {"std": 1.5e-5, "truth_std": 0.0, "center": "reference"},
     },
+    # the same twin at 128x128x2 (n=32768, dt 1 h): observation density and localisation length in km kept
+    "qg/letkf128": {
+        "name": "qg/letkf128",
+        "seed": 3000,
+        "model": {"name": "qg", "params": {"nx": 128, "dt": 3600.0}},
+        "truth_model": {"name": "qg", "params": {"nx": 128, "dt": 3600.0, "seed": 1}},
+        "observations": {"name": "random_grid", "params": {"p": 4096, "layer_std": [1e-6, 1.5e-7]}, "every": 24},
+        "method": {"name": "letkf", "params": {"N": 20, "infl": 1.1, "loc_rad": 2.0}},
+        "cycles": 60,
+        "burn_in": 30 * 86400.0,
+        "initial": {"std": 1.5e-5, "truth_std": 0.0, "center": "reference"},
+    },
     # the same twin with strong-constraint 4D-Var (1-day windows, adjoint by autodiff) and a
     # homogeneous B applied by FFT: the climatology's translation average, no 8192^2 square root
     "qg/4dvar64": {
@@ -165,6 +177,7 @@ DESCRIPTIONS: dict[str, str] = {
     "ks/bocquet2019": "Kuramoto-Sivashinsky n=128, all observed every 2 steps (dt 0.5), R=I; LETKF N=16 (ref 0.11)",
     "lorenz96/wilks05": "Two-scale Lorenz-96 (8 slow x 32 fast), slow observed, R=0.1I; adaptive ETKF (ref 0.27)",
     "qg/letkf64": "Two-layer QG 64x64x2 (pyqg defaults, dt 2 h), 1024 random PV obs/day over both layers, independent truth; LETKF N=20 with 2-D torus localisation (rmse_a 4.2e-7, clim 5.2e-6)",
+    "qg/letkf128": "qg/letkf64's twin at 128x128x2 (dt 1 h, 4096 PV obs/day, loc_rad 2 grid points = the same length in km); LETKF N=20",
     "qg/4dvar64": "qg/letkf64's twin with strong-constraint 4D-Var (1-day windows, autodiff adjoint), homogeneous B by FFT from a 500-day climatology (rmse_a 1.0e-6, clim 5.6e-6)",
 }
 
