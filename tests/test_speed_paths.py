@@ -73,3 +73,57 @@ def test_the_scripted_path_is_left_when_gradients_are_recorded():
     # torch.func transforms see wrapped tensors and take the Python steps (same forward numbers)
     tl = torch.func.jvp(lambda z: m.forecast(z, 30), (x.detach(),), (v,))
     assert torch.equal(tl[0], m.forecast(x.detach(), 30))
+
+
+def test_draw_errors_equals_observe_draws_and_leaves_the_generator_where_observe_does():
+    from hybrida.experiment.vectorized import draw_errors
+    from hybrida.observations.base import Observation
+    from hybrida.observations.errors import CorrelatedError, DiagonalError
+
+    for p in (3, 16, 41):
+        var = torch.rand(p, generator=torch.Generator().manual_seed(p), dtype=torch.float64) + 0.5
+        for err in (DiagonalError(var), CorrelatedError(torch.diag(var))):
+            net = Observation(y=torch.full((p,), float("nan"), dtype=torch.float64), operator=lambda x: x, error=err)
+            g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+            got = draw_errors(net, 25, g1)
+            ref = torch.stack([err.sample((), g2) for _ in range(25)])
+            assert torch.equal(got, ref)
+            assert torch.equal(torch.rand(4, generator=g1), torch.rand(4, generator=g2))
+
+
+def _sweep(preset: str, method: list[str], cycles: int, infls: tuple[float, ...], seeds=(1, 2)):
+    from hybrida.experiment.config import load_config
+
+    return [
+        load_config(preset, overrides=[*method, f"method.params.infl={i}", f"cycles={cycles}", "burn_in=0.5"])
+        .model_copy(update={"seed": s})
+        for s in seeds
+        for i in infls
+    ]
+
+
+@pytest.mark.parametrize(
+    ("preset", "method", "infls"),
+    [
+        ("lorenz63/sakov2012", ["method.name=etkf", "method.params.N=10"], (1.02, 1.1)),
+        # infl 1e8 diverges: the reset of diverged runs runs too
+        ("lorenz96/sakov2008", ["method.name=etkf", "method.params.N=10"], (1.02, 1e8)),
+        ("lorenz96/sakov2008", ["method.name=letkf", "method.params.N=10", "method.params.loc_rad=4"], (1.02,)),
+    ],
+)
+def test_vectorised_fast_paths_equal_the_plain_batched_path_bit_for_bit(monkeypatch, preset, method, infls):
+    """Truth integrated beside the ensembles and one-pass observations == nature run + observe per cycle."""
+    import hybrida.experiment.vectorized as vec
+
+    configs = _sweep(preset, method, 30, infls, (1,) if 1e8 in infls else (1, 2))
+    fast = vec.run_vectorized(configs)
+    assert vec.truth_inline([vec.prepare(configs[0])])
+    monkeypatch.setattr(vec, "truth_inline", lambda preps: False)
+    no_inline = vec.run_vectorized(configs)
+    monkeypatch.setattr(vec, "fixed_network", lambda system: None)
+    plain = vec.run_vectorized(configs)
+    keys = ("rmse_a", "rmse_f", "spread_a", "spread_f", "clim_std", "diverged", "diverged_cycle", "n_scored")
+    for a, b, c in zip(fast, no_inline, plain):
+        assert [a[k] for k in keys] == [b[k] for k in keys] == [c[k] for k in keys]
+    if 1e8 in infls:
+        assert any(s["diverged"] for s in fast) and not all(s["diverged"] for s in fast)

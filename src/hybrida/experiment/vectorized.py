@@ -31,6 +31,7 @@ from hybrida.experiment.config import ConfigError, ExperimentConfig
 from hybrida.experiment.runner import climatological_std, summarize, torch_threads
 from hybrida.experiment.twin import Twin, nature_run
 from hybrida.observations.base import Observation
+from hybrida.observations.errors import DiagonalError
 from hybrida.observations.networks import EveryKthObs, IdentityObs, SubsetObs
 from hybrida.observations.system import ObservationSystem
 
@@ -101,7 +102,12 @@ def draw_errors(net: Observation, n_cycles: int, generator: torch.Generator) -> 
 
     y_k = H(x_k) + e_k is then formed for all runs at once, with the same bits.
     """
-    return torch.stack([net.error.sample((), generator) for _ in range(n_cycles)])
+    err = net.error
+    if type(err) is DiagonalError:  # sample() is randn(p) * sqrt(var): scale all cycles in one product
+        var = err.variance
+        z = [torch.randn(err.p, generator=generator, dtype=var.dtype, device=var.device) for _ in range(n_cycles)]
+        return torch.stack(z) * var.sqrt()
+    return torch.stack([err.sample((), generator) for _ in range(n_cycles)])
 
 
 def _stack_observations(exps: list, k: int) -> Any:
