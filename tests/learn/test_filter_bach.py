@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from hybrida.assimilation.ensemble.learned_filter import LearnedFilterNet
+from hybrida.assimilation.ensemble.letkf import LETKF
 from hybrida.learn.filter_bach import (
     BachSetup,
     TwinData,
+    adaptive_letkf_analysis,
     cycle_r_rmse,
     grid_search,
     initial_ensemble,
@@ -69,6 +71,22 @@ def test_the_batched_grid_equals_each_configuration_run_alone():
     assert result["r_rmse"] == min(r["r_rmse"] for r in result["table"])
 
 
+def test_the_grid_prefers_the_fewest_lost_trajectories_then_the_lowest_score(monkeypatch):
+    """With every configuration losing a trajectory the plain mean is +inf for all; the choice must still be made."""
+    import hybrida.learn.filter_bach as fb
+
+    setup = BachSetup()
+    data = make_data(setup, 2, 20, torch.Generator().manual_seed(1), spin_up=100)
+    inf = math.inf
+    for per, want in (([[inf, 0.1], [0.5, 0.6], [inf, inf], [0.4, inf]], 1),  # the only one that keeps both
+                      ([[inf, 0.3], [inf, inf], [0.2, inf], [inf, 0.25]], 2)):  # all lose one: lowest kept mean
+        monkeypatch.setattr(fb, "cycle_r_rmse", lambda *a, per=per, **k: torch.tensor(per, dtype=D))
+        result = grid_search(setup, 5, data, (1.0, 1.1), (1.0, 2.0), torch.Generator().manual_seed(0), burn_in=5)
+        pairs = [(i, r) for i in (1.0, 1.1) for r in (1.0, 2.0)]
+        assert (result["infl"], result["loc_rad"]) == pairs[want]
+        assert result["lost"] == sum(math.isinf(v) for v in per[want])
+
+
 def test_an_untrained_learned_filter_is_the_letkf_with_its_start_values():
     """Up to the taper's floor of 1e-7 beyond the Gaspari–Cohn support."""
     setup = BachSetup()
@@ -78,6 +96,28 @@ def test_an_untrained_learned_filter_is_the_letkf_with_its_start_values():
     b = cycle_r_rmse(setup, learned_analysis(setup, LearnedFilterNet(40, loc_rad=2.0, infl=1.05, sites=3)), E0, data,
                      burn_in=5)
     torch.testing.assert_close(b, a, rtol=2e-3, atol=0)
+
+
+def test_the_batched_adaptive_letkf_equals_the_letkf_class_with_adaptive_inflation():
+    """Two runs cycled at once, each with its own λ, equal hybrida's LETKF(adaptive=True) run per trajectory."""
+    from hybrida.observations.networks import EveryKthObs
+
+    setup = BachSetup(sigma=0.7)
+    data = make_data(setup, 2, 12, torch.Generator().manual_seed(9), spin_up=500)
+    E = initial_ensemble(data, 10, torch.Generator().manual_seed(10), spread=0.3)  # under-dispersed: λ must grow
+    batched = adaptive_letkf_analysis(setup, loc_rad=2.0)
+    alone = [LETKF(N=10, loc_rad=2.0, adaptive=True, solver="eigh") for _ in range(2)]
+    Es = [E[b].clone() for b in range(2)]
+    net = EveryKthObs(40, k=4, std=0.7)
+    for k in range(1, 13):
+        E = batched(setup.model.forecast(E, setup.steps), data.y[k - 1], k)
+        for b in range(2):
+            obs = net.observe(torch.zeros(40, dtype=D), 1, torch.Generator().manual_seed(0))
+            obs.y = data.y[k - 1, b]
+            Es[b] = alone[b].analyse(setup.model.forecast(Es[b], setup.steps), obs)
+    torch.testing.assert_close(E, torch.stack(Es), rtol=0, atol=1e-9)
+    factors = [m.adaptive_inflation.value for m in alone]
+    assert min(factors) > 1.0 and factors[0] != factors[1]  # the inflation adapted, per run
 
 
 def test_a_diverging_configuration_scores_infinity():

@@ -7,13 +7,17 @@ a taper as a function of distance, rescaled per grid point, and an inflation fie
 from a deep-sets network of the forecast ensemble) starts at the tuned LETKF of ``train_N``
 and is trained by truncated BPTT (a) on the truth and (b) truth-free on the next
 observations, stopped early on validation R-RMSE. Both are cycled beside the tuned LETKF
-on the same test trajectories at every N (the network trained at ``train_N``, optionally
-fine-tuned at each other N). Score: R-RMSE = mean ‖x̄ᵃ − x‖₂ / ‖x‖₂.
+and the LETKF with adaptive prior inflation (the tuned radius) on the same test
+trajectories at every N (the network trained at ``train_N``, and fine-tuned at
+``finetune_sizes``). Score: R-RMSE = mean ‖x̄ᵃ − x‖₂ / ‖x‖₂. With ``resume`` the grid
+search (per N), the trainings and fine-tunings (checkpoints) and the test scores (per
+filter, in ``test_scores.json``) already made with the same settings are reused.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import time
@@ -28,10 +32,12 @@ from pydantic import Field
 from hybrida.assimilation.ensemble.learned_filter import LearnedFilterNet, LearnedLETKF
 from hybrida.assimilation.learned import save_learned_analysis
 from hybrida.experiment.config import _Strict
+from hybrida.experiment.filter_bach_plots import PAPER_LETKF, fields_vs_spread, plot_outputs
 from hybrida.experiment.learned_analysis import pipeline_config, write_json
 from hybrida.learn.filter_bach import (
     BachSetup,
     TwinData,
+    adaptive_letkf_analysis,
     cycle_r_rmse,
     fit_filter,
     grid_search,
@@ -40,26 +46,24 @@ from hybrida.learn.filter_bach import (
     letkf_analysis,
     make_data,
 )
-from hybrida.plots import save_figure
 
 DESCRIPTION = (
-    "Learned LETKF localisation/inflation (Bach et al. 2025): L96 d=40, 10 of 40 observed every 0.15, sigma_y=1; "
-    "truth-trained and truth-free vs the grid-searched LETKF per N (bars -10% at N=10, 20; truth-free -5% at N=20)"
+    "Learned LETKF localisation/inflation (Bach et al. 2025): L96 d=40, 10 of 40 observed every 0.15, sigma_y=1 "
+    "(--set sigma=0.7); truth-trained (fine-tuned at N=40-100) and truth-free vs the grid-searched and the "
+    "adaptive-inflation LETKF per N (bars -10% at N=10, 20, -15% at N=60, 100; truth-free -5% at N=20)"
 )
-
-#: Bach et al. (2025) tuned-LETKF R-RMSE (their table), by σ_y and N
-PAPER_LETKF = {1.0: {5: 0.609, 10: 0.467, 20: 0.364, 40: 0.322, 100: 0.301},
-               0.7: {5: 0.601, 10: 0.375, 20: 0.248, 40: 0.206, 100: 0.198}}
-
 
 class FilterBachConfig(_Strict):
     """Everything the pipeline needs; every field has a default."""
 
     sigma: float = Field(1.0, gt=0, description="observation error std σ_y")
-    sizes: list[int] = Field([5, 10, 20, 40], description="ensemble sizes N evaluated")
+    sizes: list[int] = Field([5, 10, 20, 40, 60, 100], description="ensemble sizes N evaluated")
     train_N: int = Field(20, ge=3, description="ensemble size the network is trained at")
     infls: list[float] = Field([1.0, 1.03, 1.06, 1.1, 1.15], description="LETKF inflations tried")
     radii: list[float] = Field([1.0, 1.5, 2.0, 3.0, 4.0, 6.0], description="LETKF radii tried (grid points)")
+    large_radii: list[float] = Field([8.0, 12.0], description="radii also tried at N >= large_from (the best "
+                                     "radius grows with N)")
+    large_from: int = Field(60, ge=2, description="smallest N that also tries large_radii")
     grid_trajectories: int = Field(6, ge=1, description="trajectories of the grid search")
     grid_cycles: int = Field(400, ge=20, description="cycles per grid-search trajectory")
     train_trajectories: int = Field(16, ge=1, description="training trajectories")
@@ -70,7 +74,11 @@ class FilterBachConfig(_Strict):
     test_cycles: int = Field(1000, ge=20, description="cycles per test trajectory (the paper: 1500)")
     burn_in: int = Field(100, ge=0, description="cycles left out of every R-RMSE")
     epochs: int = Field(15, ge=0, description="training epochs at most (0: untrained, the tuned LETKF)")
-    finetune_epochs: int = Field(0, ge=0, description="epochs of fine-tuning at each other N (0: none)")
+    finetune_epochs: int = Field(5, ge=0, description="epochs of fine-tuning (truth loss) at finetune_sizes (0: none)")
+    finetune_sizes: list[int] | None = Field([40, 60, 100], description="sizes the N=train_N network is fine-tuned at "
+                                             "(None: every N but train_N)")
+    finetune_max_minutes: float = Field(10.0, gt=0, description="wall-time budget of each fine-tuning (minutes)")
+    adaptive: bool = Field(True, description="also run the LETKF with adaptive prior inflation (the grid radius)")
     lr: float = Field(0.003, gt=0, description="Adam learning rate")
     window: int = Field(10, ge=1, description="cycles per truncated-BPTT window")
     patience: int = Field(4, ge=1, description="epochs without validation improvement before stopping")
@@ -89,6 +97,11 @@ class FilterBachConfig(_Strict):
                              "at bar_sizes (negative: may be that much worse)")
     bar_sizes: list[int] = Field([10, 20], description="ensemble sizes the truth bar applies to")
     bar_truth_free: float = Field(0.05, description="required relative gain of the truth-free filter at train_N")
+    bar_large: float = Field(0.15, description="required gain of the truth-trained (or fine-tuned) filter at "
+                             "bar_large_sizes (those evaluated)")
+    bar_large_sizes: list[int] = Field([60, 100], description="large ensemble sizes bar_large applies to")
+    bar_adaptive: bool = Field(True, description="the truth-trained filter must also beat the adaptive-inflation "
+                               "LETKF at bar_sizes")
 
 
 QUICK = {
@@ -96,7 +109,7 @@ QUICK = {
     "grid_cycles": 250, "train_trajectories": 8, "train_cycles": 200, "valid_trajectories": 4, "valid_cycles": 200,
     "test_trajectories": 8, "test_cycles": 400, "burn_in": 50, "epochs": 4, "hidden": 4, "truth_free": False,
     "field": False, "correction": False, "fresh_data": False, "init_loc_rad": 6.0, "init_infl": 1.15, "lr": 0.1, "window": 5, "bar_truth": -0.03,
-    "bar_sizes": [20],
+    "bar_sizes": [20], "finetune_epochs": 0, "bar_adaptive": False,
 }
 #: the quick preset starts far from the tuned LETKF (radius 6, inflation 1.15) and must come back within 3% of it
 
@@ -128,21 +141,36 @@ def _data(setup: BachSetup, config: FilterBachConfig, seeds: dict[str, int]) -> 
     }
 
 
+def _radii(config: FilterBachConfig, N: int) -> list[float]:
+    """Radii of the grid search at N."""
+    return [*config.radii, *config.large_radii] if N >= config.large_from else list(config.radii)
+
+
+def _grid_key(config: FilterBachConfig, seed: int, N: int) -> str:
+    return (f"seed {seed}, sigma {config.sigma}, infls {config.infls}, radii {_radii(config, N)}, "
+            f"{config.grid_trajectories}x{config.grid_cycles}, burn-in {config.burn_in}")
+
+
 def _grids(setup: BachSetup, config: FilterBachConfig, data: TwinData, seeds: dict[str, int], out: Path,
-           resume: bool, say: Callable[[str], None]) -> dict[int, dict]:
+           resume: bool, say: Callable[[str], None], seed: int) -> dict[int, dict]:
+    """The grid search per N; with ``resume`` the sizes in ``grid.json`` made with the same settings are reused."""
     path = out / "grid.json"
-    if resume and path.is_file():
-        saved = {int(k): v for k, v in json.loads(path.read_text()).items()}
-        if all(N in saved for N in config.sizes):
-            say("grid search finished before: reloading grid.json")
-            return saved
-    grids = {}
+    grids: dict[int, dict] = {}
+    if resume and path.is_file():  # entries written before the key was stored are taken as they are
+        grids = {int(k): v for k, v in json.loads(path.read_text()).items()
+                 if v.get("key", _grid_key(config, seed, int(k))) == _grid_key(config, seed, int(k))}
+        if grids:
+            say(f"grid search reloaded from grid.json for N={sorted(grids)}")
     for N in config.sizes:
-        say(f"grid search LETKF N={N}: {len(config.infls)} inflations x {len(config.radii)} radii")
+        if N in grids:
+            continue
+        radii = _radii(config, N)
+        say(f"grid search LETKF N={N}: {len(config.infls)} inflations x {len(radii)} radii")
         burn = min(config.burn_in, config.grid_cycles // 2)
-        grids[N] = grid_search(setup, N, data, config.infls, config.radii, _gen(seeds["grid_ens"] + N), burn)
+        grids[N] = grid_search(setup, N, data, config.infls, radii, _gen(seeds["grid_ens"] + N), burn)
+        grids[N]["key"] = _grid_key(config, seed, N)
         say(f"  best infl {grids[N]['infl']}, radius {grids[N]['loc_rad']}: R-RMSE {grids[N]['r_rmse']:.4f}")
-    write_json(path, {str(k): v for k, v in grids.items()})
+        write_json(path, {str(k): v for k, v in sorted(grids.items())})
     return grids
 
 
@@ -165,80 +193,49 @@ def _train(setup: BachSetup, config: FilterBachConfig, data: dict[str, TwinData]
 
 
 def _finetune(setup: BachSetup, config: FilterBachConfig, data: dict[str, TwinData], net: LearnedFilterNet, N: int,
-              seeds: dict[str, int], say: Callable[[str], None]) -> tuple[LearnedFilterNet, float]:
+              seeds: dict[str, int], out: Path, resume: bool,
+              say: Callable[[str], None]) -> tuple[LearnedFilterNet | None, dict]:
+    """The truth-trained network trained on at N (truth loss, half the learning rate); None if it diverged."""
     tuned = copy.deepcopy(net)
-    fit = fit_filter(setup, tuned, N, data["train"], data["valid"], generator=_gen(seeds["fit"] + N), loss="truth",
-                     epochs=config.finetune_epochs, lr=config.lr / 2, window=config.window,
-                     patience=config.patience, burn_in=config.burn_in, progress=say, fresh_data=config.fresh_data,
-                     max_seconds=60.0 * config.max_minutes)
-    return tuned, fit.cpu_s
+    try:
+        fit = fit_filter(setup, tuned, N, data["train"], data["valid"], generator=_gen(seeds["fit"] + N),
+                         loss="truth", epochs=config.finetune_epochs, lr=config.lr / 2, window=config.window,
+                         patience=config.patience, burn_in=config.burn_in,
+                         checkpoint=out / f"checkpoint_finetune_N{N}.pt", resume=resume, progress=say,
+                         fresh_data=config.fresh_data, max_seconds=60.0 * config.finetune_max_minutes)
+    except RuntimeError as err:  # a diverging filter: reported, the unchanged network stands
+        say(f"fine-tuning at N={N} failed: {err}")
+        return None, {"failed": str(err)}
+    return tuned, {"cpu_s": fit.cpu_s, "wall_s": fit.wall_s, "best_valid": fit.best_valid,
+                   "epochs": len(fit.history) - 1, "stopped_early": fit.stopped_early}
 
 
-def _fields_vs_spread(setup: BachSetup, net: LearnedFilterNet, data: TwinData, N: int, seed: int) -> dict[str, list]:
-    """Inflation and distance scale per grid point against the forecast spread, over the first test cycles."""
-    E = initial_ensemble(data, N, _gen(seed))[:2]
-    model, analyse = setup.model, learned_analysis(setup, net)
-    spread, infl, scale = [], [], []
-    with torch.no_grad():
-        for k in range(1, min(150, data.y.shape[0]) + 1):
-            Ef = model.forecast(E, setup.steps)
-            if k > 50:
-                s, lam = net.fields(Ef, setup.obs_index.to(Ef))
-                spread.append(Ef.std(-2).flatten())
-                infl.append(lam.flatten())
-                scale.append(s.flatten())
-            E = analyse(Ef, data.y[k - 1, :2], k)
-    return {"spread": torch.cat(spread).tolist(), "infl": torch.cat(infl).tolist(), "scale": torch.cat(scale).tolist()}
+def _mean(v: torch.Tensor, keep: torch.Tensor) -> float:
+    return float(v[keep].mean()) if bool(keep.any()) else math.inf
 
 
-def _plots(out: Path, setup: BachSetup, nets: dict[str, LearnedFilterNet], grid: dict, results: dict,
-           fields: dict[str, list]) -> None:
-    import matplotlib
+def _fingerprint(net: LearnedFilterNet) -> str:
+    """A hash of the weights (test scores are cached per network)."""
+    h = hashlib.sha1(usedforsecurity=False)
+    for name, t in sorted(net.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    from hybrida.assimilation.ensemble.letkf import GC_HALF_WIDTH_FACTOR
-    from hybrida.assimilation.ensemble.localization import gaspari_cohn, periodic_distance
+class _ScoreCache:
+    """Per-trajectory test R-RMSEs by filter, kept in ``out/test_scores.json`` (read only with ``resume``)."""
 
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
-    d = torch.arange(nets["truth"].taper.max_dist + 1, dtype=torch.float64)
-    ax[0].plot(d, gaspari_cohn(d / (GC_HALF_WIDTH_FACTOR * grid["loc_rad"])), "k--",
-               label=f"GC, tuned radius {grid['loc_rad']:g}")
-    locations = setup.obs_index.to(torch.float64)
-    grid_points = torch.arange(setup.n, dtype=torch.float64)
-    dist = periodic_distance(grid_points.unsqueeze(-1), locations.unsqueeze(-2), float(setup.n)).round().long()
-    for name, net in nets.items():
-        site = net.site_classes(locations)
-        for c, row in enumerate(net.taper.values().detach()):
-            used = sorted({int(v) for v in dist[site == c].flatten() if v <= net.taper.max_dist})  # distances that occur
-            ax[0].plot(used, row[used], "o-", ms=3, label=f"learned ({name}, {c} from the nearest obs)")
-    ax[0].set_xlabel("state-observation distance (grid points)")
-    ax[0].set_ylabel("taper ρ(d)")
-    ax[0].set_xlim(0, 12)
-    ax[0].legend()
-    ax[1].scatter(fields["spread"], fields["infl"], s=2, alpha=0.3)
-    ax[1].axhline(grid["infl"], color="k", ls="--", lw=0.8, label=f"tuned LETKF {grid['infl']:g}")
-    ax[1].set_xlabel("forecast spread at the grid point")
-    ax[1].set_ylabel("learned inflation λ_i (truth-trained)")
-    ax[1].legend()
-    fig.tight_layout()
-    save_figure(fig, out / "taper_inflation.png")
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    sizes = sorted(results)
-    ax.plot(sizes, [results[N]["letkf"] for N in sizes], "ks-", label="grid-searched LETKF")
-    for key in ("truth", "observations", "finetuned"):
-        if all(key in results[N] for N in sizes):
-            ax.plot(sizes, [results[N][key] for N in sizes], "o-", label=f"learned ({key})")
-    paper = PAPER_LETKF.get(setup.sigma)
-    if paper:
-        ax.plot(sorted(paper), [paper[N] for N in sorted(paper)], "x:", color="gray", label="Bach et al. LETKF")
-    ax.set_xscale("log")
-    ax.set_xlabel("ensemble size N")
-    ax.set_ylabel("R-RMSE")
-    ax.legend()
-    fig.tight_layout()
-    save_figure(fig, out / "r_rmse_vs_N.png")
+    def __init__(self, path: Path, data_key: str, resume: bool):
+        self.path, self.data_key = path, data_key
+        saved = json.loads(path.read_text()) if resume and path.is_file() else {}
+        self.scores: dict[str, list[float]] = saved.get("scores", {}) if saved.get("data") == data_key else {}
+
+    def get(self, key: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        if key not in self.scores:
+            self.scores[key] = compute().tolist()
+            write_json(self.path, {"data": self.data_key, "scores": self.scores})
+        return torch.tensor(self.scores[key], dtype=torch.float64)
 
 
 def run(
@@ -260,7 +257,7 @@ def run(
     setup = BachSetup(sigma=config.sigma)
     seeds = _seeds(seed)
     data = _data(setup, config, seeds)
-    grids = _grids(setup, config, data["grid"], seeds, out, resume, say)
+    grids = _grids(setup, config, data["grid"], seeds, out, resume, say, seed)
     nets, training = {}, {}
     for loss in ("truth", "observations") if config.truth_free else ("truth",):
         say(f"training the learned filter at N={config.train_N} with the {loss} loss")
@@ -273,27 +270,47 @@ def run(
     results: dict[int, dict[str, float]] = {}
     common: dict[int, dict[str, float]] = {}
     diverged: dict[str, dict[str, int]] = {}
-    finetune_cpu = 0.0
+    vs_adaptive: dict[int, dict[str, float]] = {}
+    finetune: dict[str, dict] = {}
     test = data["test"]
     burn = min(config.burn_in, config.test_cycles // 2)
+    cache = _ScoreCache(out / "test_scores.json", f"seed {seed}, sigma {config.sigma}, {config.test_trajectories}x"
+                        f"{config.test_cycles}, burn-in {burn}", resume)
+    tune_at = [N for N in config.sizes if N != config.train_N] if config.finetune_sizes is None else \
+        [N for N in config.finetune_sizes if N in config.sizes and N != config.train_N]
     for N in config.sizes:
         g = grids[N]
         E0 = initial_ensemble(test, N, _gen(seeds["test_ens"] + N))
-        per = {"letkf": cycle_r_rmse(setup, letkf_analysis(setup, g["infl"], g["loc_rad"]), E0, test, burn,
-                                     per_trajectory=True)}
+
+        def score(key: str, analyse: Callable[[], Any], E0: torch.Tensor = E0, N: int = N) -> torch.Tensor:
+            return cache.get(f"N{N} {key}", lambda: cycle_r_rmse(setup, analyse(), E0, test, burn,
+                                                                  per_trajectory=True))
+
+        per = {"letkf": score(f"letkf {g['infl']} {g['loc_rad']}", lambda g=g: letkf_analysis(setup, g["infl"],
+                                                                                                g["loc_rad"]))}
+        if config.adaptive:
+            per["adaptive"] = score(f"adaptive {g['loc_rad']}", lambda g=g: adaptive_letkf_analysis(setup, g["loc_rad"]))
         for loss, net in nets.items():
-            per[loss] = cycle_r_rmse(setup, learned_analysis(setup, net), E0, test, burn, per_trajectory=True)
-        if config.finetune_epochs and N != config.train_N:
-            say(f"fine-tuning the truth-trained filter at N={N}")
-            tuned, cpu = _finetune(setup, config, data, nets["truth"], N, seeds, say)
-            finetune_cpu += cpu
-            per["finetuned"] = cycle_r_rmse(setup, learned_analysis(setup, tuned), E0, test, burn, per_trajectory=True)
-        elif config.finetune_epochs:
-            per["finetuned"] = per["truth"]
-        ok = torch.stack([torch.isfinite(v) for v in per.values()]).all(0)  # trajectories no filter lost
+            per[loss] = score(f"{loss} {_fingerprint(net)}", lambda net=net: learned_analysis(setup, net))
+        if config.finetune_epochs and N in tune_at:
+            say(f"fine-tuning the truth-trained filter at N={N} ({config.finetune_epochs} epochs at most)")
+            tuned, finetune[str(N)] = _finetune(setup, config, data, nets["truth"], N, seeds, out, resume, say)
+            if tuned is not None:
+                info = {"config": config.model_dump(), "seed": seed, "loss": "truth", "train_N": config.train_N,
+                        "finetuned_N": N, "best_valid_r_rmse": finetune[str(N)]["best_valid"]}
+                save_learned_analysis(LearnedLETKF(tuned, p=len(setup.obs_index), N=N, info=info),
+                                      out / f"filter_finetuned_N{N}.pt")
+                per["finetuned"] = score(f"finetuned {_fingerprint(tuned)}",
+                                         lambda tuned=tuned: learned_analysis(setup, tuned))
+        # trajectories no filter lost (the adaptive baseline aside: it is compared on its own kept subset of them)
+        ok = torch.stack([torch.isfinite(v) for k, v in per.items() if k != "adaptive"]).all(0)
         results[N] = {k: float(v.mean()) for k, v in per.items()}
-        common[N] = {k: float(v[ok].mean()) if bool(ok.any()) else math.inf for k, v in per.items()}
+        common[N] = {k: _mean(v, ok) for k, v in per.items() if k != "adaptive"}
         common[N]["trajectories"] = int(ok.sum())
+        if "adaptive" in per:
+            kept = ok & torch.isfinite(per["adaptive"])
+            vs_adaptive[N] = {k: _mean(v, kept) for k, v in per.items()} | {"trajectories": int(kept.sum())}
+            common[N]["adaptive"] = vs_adaptive[N]["adaptive"]
         lost = {k: int((~torch.isfinite(v)).sum()) for k, v in per.items()}
         if any(lost.values()):
             diverged[str(N)] = lost
@@ -301,37 +318,50 @@ def run(
             + (f"; diverged trajectories {lost}, on the {int(ok.sum())} common ones: "
                + ", ".join(f"{k} {common[N][k]:.4f}" for k in per) if any(lost.values()) else ""))
     # gains on the trajectories every filter kept; a learned filter losing more trajectories than the LETKF fails
-    gain = {N: {k: 1.0 - v / c["letkf"] for k, v in c.items() if k not in ("letkf", "trajectories")}
+    gain = {N: {k: 1.0 - v / c["letkf"] for k, v in c.items() if k not in ("letkf", "trajectories", "adaptive")}
             for N, c in common.items()}
+    for N, c in vs_adaptive.items():
+        gain[N]["adaptive"] = 1.0 - c["adaptive"] / c["letkf"]
 
-    def passes(N: int, key: str, bar: float) -> bool:
-        lost = diverged.get(str(N), {})
-        return key in gain[N] and gain[N][key] >= bar and lost.get(key, 0) <= lost.get("letkf", 0)
+    def passes(N: int, key: str, bar: float, base: str = "letkf") -> bool:
+        lost, c = diverged.get(str(N), {}), (vs_adaptive if base == "adaptive" else common).get(N, {})
+        return (key in c and base in c and 1.0 - c[key] / c[base] >= bar
+                and lost.get(key, 0) <= lost.get(base, 0))
 
     checks = {f"truth_N{N}": passes(N, "truth", config.bar_truth) or passes(N, "finetuned", config.bar_truth)
               for N in config.bar_sizes}
+    checks |= {f"large_N{N}": passes(N, "truth", config.bar_large) or passes(N, "finetuned", config.bar_large)
+               for N in config.bar_large_sizes if N in common}
     if config.truth_free:
         checks[f"truth_free_N{config.train_N}"] = passes(config.train_N, "observations", config.bar_truth_free)
-    fields = _fields_vs_spread(setup, nets["truth"], test, config.train_N, seeds["test_ens"])
-    _plots(out, setup, nets, grids[config.train_N], common, fields)
+    if config.adaptive and config.bar_adaptive:
+        checks |= {f"beats_adaptive_N{N}": passes(N, "truth", 0.0, "adaptive") for N in config.bar_sizes}
+    finetune_cpu = sum(v.get("cpu_s", 0.0) for v in finetune.values())
+    fields = fields_vs_spread(setup, nets["truth"], test, config.train_N, seeds["test_ens"])
+    plot_outputs(out, setup, nets, grids[config.train_N], common, fields)
     train_cpu = sum(t["cpu_s"] for t in training.values()) + finetune_cpu
     summary = {
         "method": "learned_filter",
         "r_rmse": {str(N): r["truth"] for N, r in results.items()},
         "r_rmse_truth_free": {str(N): r["observations"] for N, r in results.items() if "observations" in r},
         "r_rmse_finetuned": {str(N): r["finetuned"] for N, r in results.items() if "finetuned" in r},
+        "r_rmse_adaptive": {str(N): r["adaptive"] for N, r in results.items() if "adaptive" in r},
         "rmse": results[config.train_N]["truth"],
-        "baselines": {f"letkf_N{N}": r["letkf"] for N, r in results.items()},
+        "baselines": {f"letkf_N{N}": r["letkf"] for N, r in results.items()}
+        | {f"adaptive_N{N}": r["adaptive"] for N, r in results.items() if "adaptive" in r},
         "baseline_params": {f"letkf_N{N}": {k: grids[N][k] for k in ("infl", "loc_rad", "r_rmse")} for N in results},
         "paper_letkf": PAPER_LETKF.get(config.sigma, {}),
         "gain": {str(N): v for N, v in gain.items()},
         "r_rmse_common": {str(N): v for N, v in common.items()},
+        "r_rmse_vs_adaptive": {str(N): v for N, v in vs_adaptive.items()},
         "diverged": diverged,
         "train_s": train_cpu,
         "train_cpu_s": train_cpu,
         "train_wall_s": sum(t["wall_s"] for t in training.values()),
         "training": {k: {kk: vv for kk, vv in v.items() if kk != "history"} for k, v in training.items()},
-        "bar": {"truth_gain": config.bar_truth, "truth_sizes": config.bar_sizes,
+        "finetune": finetune,
+        "bar": {"truth_gain": config.bar_truth, "truth_sizes": config.bar_sizes, "large_gain": config.bar_large,
+                "large_sizes": config.bar_large_sizes,
                 "truth_free_gain": config.bar_truth_free if config.truth_free else None, "checks": checks},
         "met": all(checks.values()),
         "learned_infl": nets["truth"].infl.detach().tolist(),
