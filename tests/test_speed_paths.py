@@ -127,3 +127,15 @@ def test_vectorised_fast_paths_equal_the_plain_batched_path_bit_for_bit(monkeypa
         assert [a[k] for k in keys] == [b[k] for k in keys] == [c[k] for k in keys]
     if 1e8 in infls:
         assert any(s["diverged"] for s in fast) and not all(s["diverged"] for s in fast)
+
+
+def test_two_pass_spread_equals_the_one_pass_spread_to_rounding():
+    from hybrida.assimilation.base import state_spread
+    from hybrida.metrics import spread, spread_about_mean
+
+    g = torch.Generator().manual_seed(3)
+    E = 5.0 + 3.0 * torch.randn(7, 20, 40, generator=g, dtype=torch.float64)
+    got = spread_about_mean(E, E.mean(-2))
+    torch.testing.assert_close(got, spread(E), rtol=1e-14, atol=0)
+    torch.testing.assert_close(got, state_spread(E), rtol=1e-14, atol=0)
+    assert not torch.equal(got, 0.5 * spread(E))

@@ -5,7 +5,9 @@ nature run, observation noise and initial ensemble from its seed), then truth ``
 observations ``y (B, p)`` and ensembles ``(B, N, n)`` are stacked and one forecast and one
 analysis per cycle serve all B runs (the ensemble methods batch over leading dimensions);
 inflation is a ``(B, 1, 1)`` tensor. Per-run scores equal the unbatched runner's (tested to
-1e-12); the CRPS is not computed (NaN in the summaries).
+1e-12; the spread comes from the two-pass :func:`~hybrida.metrics.spread_about_mean`, equal
+to the runner's one-pass variance to ~1e-16 relative); the CRPS is not computed (NaN in the
+summaries).
 
 Vectorisable: deterministic ensemble filters (ETKF, LETKF, DEnKF) without adaptive
 inflation or random rotations, fixed observation networks with the same error model in
@@ -24,7 +26,7 @@ import torch
 from torch import Tensor
 
 from hybrida import metrics
-from hybrida.assimilation.base import AssimilationMethod, state_spread
+from hybrida.assimilation.base import AssimilationMethod
 from hybrida.cycle import Record
 from hybrida.experiment.builder import Experiment, prepare
 from hybrida.experiment.config import ConfigError, ExperimentConfig
@@ -205,7 +207,8 @@ def _run(configs: list[ExperimentConfig], progress: bool) -> list[dict[str, Any]
         mean_f, mean_a = Ef.mean(-2), Ea.mean(-2)
         ok = torch.isfinite(mean_f).all(-1) & torch.isfinite(mean_a).all(-1)
         scores.append(torch.stack((
-            metrics.rmse(mean_f, truth[k]), metrics.rmse(mean_a, truth[k]), state_spread(Ef), state_spread(Ea),
+            metrics.rmse(mean_f, truth[k]), metrics.rmse(mean_a, truth[k]),
+            metrics.spread_about_mean(Ef, mean_f), metrics.spread_about_mean(Ea, mean_a),
         )))
         oks.append(ok)
         means_f.append(mean_f)
