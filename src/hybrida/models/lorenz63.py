@@ -46,18 +46,20 @@ def l63_rk4_steps(x: Tensor, W: Tensor, c: Tensor, dt: float, n_steps: int) -> T
     """
     h = 0.5 * dt
     w = dt / 6.0
-    shape = x.shape[:-1] + [3, 3]
+    shape = x.shape
+    x = x.reshape(-1, 3)  # rows stay rows: the loop works on one (M, 3) matrix
+    M = x.shape[0]
     for _ in range(n_steps):
-        b, a, e = torch.addmm(c, x.reshape(-1, 3), W).view(shape).unbind(-2)
+        b, a, e = torch.addmm(c, x, W).view(M, 3, 3).unbind(1)
         k1 = a * b - e
-        b, a, e = torch.addmm(c, (x + k1 * h).reshape(-1, 3), W).view(shape).unbind(-2)
+        b, a, e = torch.addmm(c, x + k1 * h, W).view(M, 3, 3).unbind(1)
         k2 = a * b - e
-        b, a, e = torch.addmm(c, (x + k2 * h).reshape(-1, 3), W).view(shape).unbind(-2)
+        b, a, e = torch.addmm(c, x + k2 * h, W).view(M, 3, 3).unbind(1)
         k3 = a * b - e
-        b, a, e = torch.addmm(c, (x + k3 * dt).reshape(-1, 3), W).view(shape).unbind(-2)
+        b, a, e = torch.addmm(c, x + k3 * dt, W).view(M, 3, 3).unbind(1)
         k4 = a * b - e
         x = x + torch.add(torch.add(k1, k2, alpha=2.0), k3, alpha=2.0).add_(k4) * w
-    return x
+    return x.reshape(shape)
 
 
 def _positive(name: str, value: float) -> float:
