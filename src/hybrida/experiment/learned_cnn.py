@@ -13,11 +13,14 @@ met (:func:`hybrida.learn.cnn_analysis.fit_online`):
 * ``reanalysis``: targets (and the validation score) are the ETKF analyses: no truth is
   used in training.
 
-Optionally (``unroll_epochs`` > 0) each is then fine-tuned through the cycle
-(:func:`hybrida.learn.cnn_analysis.fit_unrolled`: the analysis error over a few cycles,
-backpropagated through the model). On a quick-sized run this lowered the cycled validation
-rmse from 0.314 to 0.290 in 4 epochs, then oscillated; after the headline fits it helped one
-seed of three (test 0.279 -> 0.268) and left the others as they were. It is off by default.
+The truth variant (``unroll_variants``) is then fine-tuned through the cycle
+(:func:`hybrida.learn.cnn_analysis.fit_unrolled`): windows of 20 cycles started from
+its own cycled analyses, the analysis error of every cycle backpropagated through the
+model, cosine learning-rate decay, early stopping on the cycled validation rmse. On
+seed 1 one such epoch moved the cycled validation rmse_a from 0.299 to 0.259 (5-cycle
+windows had given 0.314 -> 0.290 on a quick run): the one-step online refits do not
+see what an analysis does to the later forecasts. ``--resume`` reuses the online
+training of a checkpoint when only the ``unroll_*`` fields changed.
 
 Both are then cycled by :func:`~hybrida.cycle.run_cycle` on the test truth and
 observations next to 3D-Var (climatological B, xB=0.02) and the ETKF, all from the
@@ -87,10 +90,22 @@ class CNNAnalysisConfig(_Strict):
     lr: float = Field(2e-3, ge=0, description="Adam learning rate of the first fit (cosine decay within each fit)")
     lr_online: float = Field(5e-4, ge=0, description="Adam learning rate of the online refits")
     patience: int = Field(4, ge=1, description="epochs without validation improvement before a fit stops")
-    unroll_epochs: int = Field(0, ge=0, description="epochs of the final fine-tuning through the cycle (0: none)")
-    unroll_window: int = Field(5, ge=1, description="cycles unrolled (backpropagated through) per training window")
-    unroll_lr: float = Field(5e-4, ge=0, description="Adam learning rate of the unrolled fine-tuning")
+    unroll_epochs: int = Field(4, ge=0, description="epochs of the final fine-tuning through the cycle (0: none)")
+    unroll_window: list[int] = Field(
+        default_factory=lambda: [20], description="cycles unrolled per training window; a list is a curriculum (epoch e: "
+        "entry min(e, len-1))"
+    )
+    unroll_segment: int = Field(100, ge=5, description="cycles per training segment of the fine-tuning")
+    unroll_lr: float = Field(3e-4, ge=0, description="Adam learning rate of the unrolled fine-tuning (start)")
+    unroll_lr_min: float = Field(3e-5, ge=0, description="its final learning rate (cosine decay over unroll_epochs)")
+    unroll_late: float = Field(1.0, gt=0, description="loss weight of a window's last cycle relative to its first")
+    unroll_truncate: int = Field(0, ge=0, description="truncated backpropagation every so many cycles (0: none)")
+    unroll_steps: int = Field(50, ge=1, description="Adam steps per unrolled epoch")
     unroll_batch: int = Field(64, ge=1, description="windows per unrolled training step")
+    unroll_patience: int = Field(3, ge=1, description="unrolled epochs without cycled-validation gain before stopping")
+    unroll_variants: list[str] = Field(
+        default_factory=lambda: ["truth"], description="variants fine-tuned through the cycle"
+    )
     etkf_N: int = Field(28, ge=2, description="ETKF members (reanalysis and baseline)")
     etkf_infl: float = Field(1.02, ge=1, description="ETKF multiplicative inflation")
     xB: float = Field(0.02, gt=0, description="3D-Var background scaling of the climatological B")
@@ -102,6 +117,7 @@ class CNNAnalysisConfig(_Strict):
 QUICK: dict[str, Any] = {
     "train_cycles": 2000, "valid_cycles": 400, "test_cycles": 600, "spinup": 200, "rounds": 2, "epochs": 6,
     "epochs_online": 4, "max_pairs": 6000, "valid_segment": 50, "channels": 24, "clim_steps": 5000,
+    "unroll_epochs": 3, "unroll_steps": 30,
 }
 
 
@@ -111,6 +127,16 @@ def make_config(quick: bool, overrides: list[str]) -> CNNAnalysisConfig:
     bad = sorted(set(cfg.variants) - set(VARIANTS))
     if bad or not cfg.variants:
         raise ConfigError(f"variants: {bad or '[]'} not allowed; choose among {list(VARIANTS)}")
+    bad_u = sorted(set(cfg.unroll_variants) - set(VARIANTS))
+    if bad_u:
+        raise ConfigError(f"unroll_variants: {bad_u} not allowed; choose among {list(VARIANTS)}")
+    if not cfg.unroll_window or any(not 1 <= w < cfg.unroll_segment for w in cfg.unroll_window):
+        raise ConfigError(
+            f"unroll_window: each entry must be in [1, unroll_segment - 1 = {cfg.unroll_segment - 1}], "
+            f"got {cfg.unroll_window}"
+        )
+    if cfg.train_cycles - cfg.burn_in < cfg.unroll_segment:
+        raise ConfigError(f"unroll_segment: {cfg.unroll_segment} is longer than the training stretch after burn_in")
     if cfg.kernel % 2 == 0:
         raise ConfigError(f"kernel: must be odd, got {cfg.kernel}")
     for name, length in (("train_cycles", cfg.train_cycles), ("valid_cycles", cfg.valid_cycles)):
@@ -160,14 +186,18 @@ def _segments(data: dict[str, Any], target: torch.Tensor, a: int, b: int, length
     return Segments(data["reanalysis"][a : a + B * length : length].clone(), y.contiguous(), t.contiguous())
 
 
+def _target(data: dict[str, Any], variant: str) -> torch.Tensor:
+    """The training targets of a variant, indexed by cycle like the truth (row k: cycle k)."""
+    return data["truth"] if variant == "truth" else data["reanalysis"]
+
+
 def train_variant(
     cfg: CNNAnalysisConfig, data: dict[str, Any], variant: str, seed: int, say: Callable[[str], None]
 ) -> tuple[CNNAnalysis, dict[str, Any]]:
-    """Train one variant (targets: the truth or the reanalysis); the method and its history."""
+    """Train one variant online (targets: the truth or the reanalysis); the method and its history."""
     model = Lorenz96(40, 8.0, 0.05)
     truth = data["truth"]
-    # the reanalysis is indexed by cycle like the truth: row k = analysis at cycle k
-    target = truth if variant == "truth" else data["reanalysis"]
+    target = _target(data, variant)
     b0, v0 = cfg.burn_in, data["valid_start"] + cfg.burn_in
     v1 = data["valid_start"] + cfg.valid_cycles
     first, first_valid = _pairs(model, data, target, b0, cfg.train_cycles), _pairs(model, data, target, v0, v1)
@@ -179,7 +209,7 @@ def train_variant(
     torch.manual_seed(seed)  # network initialisation
     net = CNNAnalysisNet(cfg.channels, cfg.blocks, cfg.kernel, cfg.radius, mean, std, cfg.obs_std).float()
     index = torch.arange(40)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     fits, scores = fit_online(
         net, model, first, first_valid, train_seg, valid_seg, index, 1,
         rounds=cfg.rounds, epochs=cfg.epochs, epochs_online=cfg.epochs_online, max_pairs=cfg.max_pairs,
@@ -187,23 +217,55 @@ def train_variant(
         batch_size=cfg.batch_size, lr=cfg.lr, lr_online=cfg.lr_online, patience=cfg.patience,
         generator=torch.Generator().manual_seed(seed + 7),
     )
-    unrolled: list[float] = []
-    if cfg.unroll_epochs > 0:
-        fit = fit_unrolled(
-            net, model, train_seg, valid_seg, index, 1, window=cfg.unroll_window, epochs=cfg.unroll_epochs,
-            batch_size=cfg.unroll_batch, lr=cfg.unroll_lr, patience=cfg.patience, skip=min(10, cfg.valid_segment // 2),
-            generator=torch.Generator().manual_seed(seed + 8), log=lambda m: say(f"[{variant}] {m}"),
-        )
-        unrolled = [math.sqrt(v) for v in fit.history["valid"]]
     train_s = time.perf_counter() - t0
     history = {
         "train_s": train_s,
+        "online_s": train_s,
+        "online_cpu_s": time.process_time() - c0,
         "fits": [{"train": f.history["train"], "valid": f.history["valid"], "epochs": f.epochs_run} for f in fits],
         "cycled_valid_rmse": scores,
-        "unrolled_valid_rmse": unrolled,
+        "unrolled_valid_rmse": [],
     }
     method = CNNAnalysis(net, index, 40, torch.float64, target=variant, info={"train_s": train_s, "seed": seed})
     return method, history
+
+
+def fine_tune_variant(
+    cfg: CNNAnalysisConfig, data: dict[str, Any], online: CNNAnalysis, history: dict[str, Any], seed: int,
+    say: Callable[[str], None],
+) -> tuple[CNNAnalysis, dict[str, Any]]:
+    """Fine-tune an online-trained variant through the cycle (:func:`fit_unrolled`); a new method and history.
+
+    Windows of ``unroll_window`` cycles start from the network's own cycled analyses on
+    ``unroll_segment``-cycle training segments; the loss is the (weighted) analysis MSE
+    against the variant's targets over every cycle of the window, backpropagated
+    through the model; cosine learning-rate decay; early stopping on the cycled
+    validation rmse.
+    """
+    variant = online.target
+    model = Lorenz96(40, 8.0, 0.05)
+    target = _target(data, variant)
+    b0, v0 = cfg.burn_in, data["valid_start"] + cfg.burn_in
+    v1 = data["valid_start"] + cfg.valid_cycles
+    train_seg = _segments(data, target, b0, cfg.train_cycles, cfg.unroll_segment)
+    valid_seg = _segments(data, target, v0, v1, cfg.valid_segment)
+    net = CNNAnalysis.from_payload(online.to_payload()).net  # a copy: the online weights stay as they were
+    t0, c0 = time.perf_counter(), time.process_time()
+    fit = fit_unrolled(
+        net, model, train_seg, valid_seg, online.index, 1, window=list(cfg.unroll_window), epochs=cfg.unroll_epochs,
+        batch_size=cfg.unroll_batch, lr=cfg.unroll_lr, lr_min=cfg.unroll_lr_min, late_weight=cfg.unroll_late,
+        truncate=cfg.unroll_truncate or None, steps_per_epoch=cfg.unroll_steps, patience=cfg.unroll_patience,
+        skip=min(10, cfg.valid_segment // 2), generator=torch.Generator().manual_seed(seed + 8),
+        log=lambda m: say(f"[{variant}] {m}"),
+    )
+    unroll_s = time.perf_counter() - t0
+    train_s = history["online_s"] + unroll_s
+    new = {
+        **history, "train_s": train_s, "unroll_s": unroll_s, "unroll_cpu_s": time.process_time() - c0,
+        "unrolled_valid_rmse": [math.sqrt(v) for v in fit.history["valid"]],
+    }
+    method = CNNAnalysis(net, online.index, 40, torch.float64, target=variant, info={"train_s": train_s, "seed": seed})
+    return method, new
 
 
 def _cycle(method: AssimilationMethod, model: Lorenz96, truth: torch.Tensor, obs: list, x0: torch.Tensor,
@@ -296,12 +358,35 @@ def run(
 
 
 def _same_run(stored: Any, key: dict[str, Any]) -> bool:
-    """Whether a checkpoint's key is this run's; a field it lacks (added later) must keep the old behaviour."""
+    """Whether a checkpoint's data and online training are this run's (the fine-tuning fields may differ).
+
+    A field the stored config lacks (added later) must keep the old behaviour: its default.
+    """
     if not isinstance(stored, dict) or stored.get("seed") != key["seed"]:
         return False
-    defaults = {**CNNAnalysisConfig().model_dump(), "unroll_epochs": 0}  # before unrolling existed: none
+    defaults = CNNAnalysisConfig().model_dump()
     old = stored.get("config", {})
-    return all(old.get(k, defaults[k]) == v for k, v in key["config"].items()) and set(old) <= set(key["config"])
+    fixed = [k for k in key["config"] if not k.startswith("unroll_") and k != "variants"]
+    return all(old.get(k, defaults[k]) == key["config"][k] for k in fixed) and set(old) <= set(key["config"])
+
+
+def _unroll_key(cfg: CNNAnalysisConfig, variant: str) -> dict[str, Any] | None:
+    """The fine-tuning settings a variant gets (None: not fine-tuned)."""
+    if cfg.unroll_epochs == 0 or variant not in cfg.unroll_variants:
+        return None
+    return {k: v for k, v in cfg.model_dump().items() if k.startswith("unroll_") and k != "unroll_variants"}
+
+
+def _migrate(ckpt: dict[str, Any]) -> None:
+    """Give the variants of a checkpoint written before the online/fine-tuned split their online weights."""
+    legacy_ok = ckpt["key"]["config"].get("unroll_epochs", 0) == 0  # never fine-tuned: payload = online weights
+    for v, done in list(ckpt.get("variants", {}).items()):
+        if "online_payload" in done:
+            continue
+        if legacy_ok:
+            done.update(online_payload=done["payload"], online_history=done["history"], unroll=None)
+        else:  # fine-tuned with settings not recorded: train again
+            del ckpt["variants"][v]
 
 
 def _run(cfg: CNNAnalysisConfig, out: Path, seed: int, quick: bool, resume: bool, say: Callable[[str], None]) -> dict:
@@ -312,6 +397,7 @@ def _run(cfg: CNNAnalysisConfig, out: Path, seed: int, quick: bool, resume: bool
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         if not _same_run(ckpt.get("key"), key):
             raise ConfigError(f"{ckpt_path}: written for another config or seed; run without --resume")
+        _migrate(ckpt)
         say(f"resuming: data and {sorted(ckpt.get('variants', {}))} from {ckpt_path}")
     t0 = time.perf_counter()
     if "data" not in ckpt:
@@ -324,14 +410,31 @@ def _run(cfg: CNNAnalysisConfig, out: Path, seed: int, quick: bool, resume: bool
     histories: dict[str, dict] = {}
     for variant in cfg.variants:
         done = ckpt["variants"].get(variant)
-        if done is not None:
+        wanted = _unroll_key(cfg, variant)
+        if done is not None and done["unroll"] == wanted:
             methods[variant] = CNNAnalysis.from_payload(done["payload"])
             histories[variant] = done["history"]
             continue
-        say(f"training the {variant}-target variant ...")
-        method, history = train_variant(cfg, data, variant, seed, say)
+        if done is None:
+            say(f"training the {variant}-target variant online ...")
+            online, online_history = train_variant(cfg, data, variant, seed, say)
+        else:
+            online, online_history = CNNAnalysis.from_payload(done["online_payload"]), done["online_history"]
+            online_history.setdefault("online_s", online_history["train_s"])
+        method, history = online, online_history
+        if wanted is not None:
+            say(f"fine-tuning the {variant}-target variant through the cycle ...")
+            method, history = fine_tune_variant(cfg, data, online, online_history, seed, say)
         methods[variant], histories[variant] = method, history
-        ckpt["variants"][variant] = {"payload": method.to_payload(), "history": history}
+        ckpt["variants"][variant] = {
+            "payload": method.to_payload(), "history": history, "unroll": wanted,
+            "online_payload": online.to_payload(), "online_history": online_history,
+        }
+        ckpt["key"] = key
+        for name in (f"cnn_{variant}", f"cnn_{variant}_online"):  # scored with other weights: score again
+            for part in ("rmse", "series"):
+                for k in (name, name + "_s_per_cycle"):
+                    ckpt.get("evaluation", {}).get(part, {}).pop(k, None)
         atomic_torch_save(ckpt, ckpt_path)
     for variant, method in methods.items():
         save_learned_analysis(method, out / ("analysis.pt" if variant == "truth" else f"analysis_{variant}.pt"))
@@ -339,11 +442,16 @@ def _run(cfg: CNNAnalysisConfig, out: Path, seed: int, quick: bool, resume: bool
         "3dvar": ThreeDVar(data["clim"], xB=cfg.xB),
         "etkf": ETKF(N=cfg.etkf_N, infl=cfg.etkf_infl),
     }
-    names = {f"cnn_{v}": m for v, m in methods.items()}
-    result = ckpt.get("evaluation")
-    if result is None or set(result["rmse"]) < set(names) | set(baselines):
-        say("cycling the learned analyses, 3D-Var and the ETKF on the test stretch ...")
-        result = evaluate(cfg, data, {**names, **baselines}, seed)
+    names: dict[str, AssimilationMethod] = {f"cnn_{v}": m for v, m in methods.items()}
+    for v in methods:  # the online weights before the fine-tuning, scored too
+        if ckpt["variants"][v].get("unroll") is not None:
+            names[f"cnn_{v}_online"] = CNNAnalysis.from_payload(ckpt["variants"][v]["online_payload"])
+    result = ckpt.get("evaluation") or {"series": {}, "rmse": {}}
+    todo = {k: m for k, m in {**names, **baselines}.items() if k not in result["rmse"]}
+    if todo:
+        say(f"cycling {', '.join(todo)} on the test stretch ...")
+        new = evaluate(cfg, data, todo, seed)
+        result = {part: {**result[part], **new[part]} for part in ("series", "rmse")}
         ckpt["evaluation"] = result
         atomic_torch_save(ckpt, ckpt_path)
     rmse = result["rmse"]
@@ -365,6 +473,10 @@ def _run(cfg: CNNAnalysisConfig, out: Path, seed: int, quick: bool, resume: bool
     for v in methods:
         summary[f"rmse_{v}"] = rmse[f"cnn_{v}"]
         summary[f"train_s_{v}"] = histories[v]["train_s"]
+        summary[f"timing_{v}"] = {k: histories[v].get(k, math.nan) for k in
+                                  ("online_s", "online_cpu_s", "unroll_s", "unroll_cpu_s")}
+        summary[f"online_valid_rmse_{v}"] = min(histories[v]["cycled_valid_rmse"], default=math.nan)
+        summary[f"rmse_{v}_online"] = rmse.get(f"cnn_{v}_online", rmse[f"cnn_{v}"])
         summary[f"met_{v}"] = bool(rmse[f"cnn_{v}"] <= bars[v])
     lead = "truth" if "truth" in methods else next(iter(methods))
     summary["rmse"] = rmse[f"cnn_{lead}"]

@@ -16,6 +16,7 @@ from hybrida.learn.cnn_analysis import (
     AnalysisPairs,
     Segments,
     cycle_forecasts,
+    cycle_weights,
     cycled_rmse,
     fit_cnn_analysis,
     fit_unrolled,
@@ -173,6 +174,7 @@ TINY = [
     "train_cycles=600", "valid_cycles=200", "test_cycles=300", "rounds=1", "epochs=3", "epochs_online=2",
     "channels=16", "blocks=1", "burn_in=50", "segment=25", "valid_segment=50", "spinup=100",
     "variants=[truth]", "clim_steps=3000", "lr_online=2e-3",
+    "unroll_epochs=1", "unroll_steps=4", "unroll_window=[8]", "unroll_segment=50", "unroll_batch=32",
 ]
 TINY_BAR = 0.45
 
@@ -219,6 +221,37 @@ def test_unrolled_loss_gradient_matches_finite_differences() -> None:
         return _loss_with_bias(net, b, model, x0, y, target)
 
     assert torch.autograd.gradcheck(loss_of, (bias.detach().clone().requires_grad_(True),))
+
+
+def test_unrolled_loss_weights_and_truncation() -> None:
+    """Weights on the last cycle only give its MSE; truncation keeps the loss value and cuts the early gradient."""
+    model = Lorenz96(8, 8.0, 0.05)
+    torch.manual_seed(0)
+    net = CNNAnalysisNet(channels=2, blocks=1, kernel=3, radius=1, mean=2.0, scale=3.0).double()
+    torch.nn.init.normal_(net.head.weight, std=0.1)
+    gen = torch.Generator().manual_seed(1)
+    x0 = model.initial_state().unsqueeze(0) + 0.1 * torch.randn(2, 8, generator=gen, dtype=torch.float64)
+    y = torch.randn(4, 2, 8, generator=gen, dtype=torch.float64)
+    target = torch.randn(4, 2, 8, generator=gen, dtype=torch.float64)
+    idx = torch.arange(8)
+    last = unrolled_loss(net, model, x0, y, target, idx, 1, weights=torch.tensor([0.0, 0, 0, 1]))
+    with torch.no_grad():
+        x = x0
+        for j in range(4):
+            xf = model.forecast(x, 1)
+            x = net(xf, *grid_inputs(xf, y[j], idx))
+    assert torch.allclose(last, ((x - target[3]) ** 2).mean())
+    x0g = x0.clone().requires_grad_(True)
+    full = unrolled_loss(net, model, x0g, y, target, idx, 1, weights=torch.tensor([0.0, 0, 0, 1]))
+    (g_full,) = torch.autograd.grad(full, x0g)
+    x0t = x0.clone().requires_grad_(True)
+    cut = unrolled_loss(net, model, x0t, y, target, idx, 1, weights=torch.tensor([0.0, 0, 0, 1]), truncate=2)
+    assert torch.allclose(cut, full)
+    (g_cut,) = torch.autograd.grad(cut, x0t, allow_unused=True)
+    assert float(g_full.abs().sum()) > 0 and (g_cut is None or float(g_cut.abs().sum()) == 0)
+    assert torch.allclose(cycle_weights(3, 2.0), torch.tensor([1.0, 1.5, 2.0], dtype=torch.float64))
+    with pytest.raises(ValueError, match="weights"):
+        unrolled_loss(net, model, x0, y, target, idx, 1, weights=torch.ones(3))
 
 
 def _loss_with_bias(net, b, model, x0, y, target):
