@@ -39,6 +39,10 @@ def plain_tensor_path(x: Tensor) -> bool:
     formulas, so with autograd recording (grad mode on and ``x`` requiring grad) or
     inside ``torch.func`` (jvp, vjp, vmap) the Python steps stay the reference.
     """
-    if torch.is_grad_enabled() and x.requires_grad:
+    if (torch.is_grad_enabled() and x.requires_grad) or _is_wrapped is None:
         return False
-    return type(x) is Tensor and not torch._C._functorch.is_functorch_wrapped_tensor(x)
+    return type(x) is Tensor and not _is_wrapped(x)
+
+
+#: torch.func's test for its wrapper tensors (None if this torch lacks it: then no fast paths)
+_is_wrapped = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", None)
