@@ -14,7 +14,8 @@ from __future__ import annotations
 from hybrida.learn.aivar import fit_aivar
 from hybrida.learn.amortised import fit_amortised
 from hybrida.learn.bias import BiasCorrected, BiasFit, bias_departures, fit_bias_model
-from hybrida.learn.cnn_analysis import fit_cnn_analysis, fit_online, fit_unrolled
+from hybrida.learn.cnn_analysis import fit_cnn_analysis, fit_online
+from hybrida.learn.cnn_unroll import cycle_weights, fit_unrolled
 from hybrida.learn.correction import correction_targets, fit_correction
 from hybrida.learn.diagnostics import (
     L96_LEADING_LYAPUNOV,
@@ -65,6 +66,7 @@ __all__ = [
     "climatological_std",
     "collocated_pairs",
     "correction_targets",
+    "cycle_weights",
     "encoded_climatology",
     "fit",
     "fit_aivar",

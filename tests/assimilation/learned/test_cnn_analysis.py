@@ -16,12 +16,10 @@ from hybrida.learn.cnn_analysis import (
     AnalysisPairs,
     Segments,
     cycle_forecasts,
-    cycle_weights,
     cycled_rmse,
     fit_cnn_analysis,
-    fit_unrolled,
-    unrolled_loss,
 )
+from hybrida.learn.cnn_unroll import cycle_weights, fit_unrolled, unrolled_loss
 from hybrida.models.lorenz96 import Lorenz96
 from hybrida.observations.base import Observation
 from hybrida.observations.errors import DiagonalError
