@@ -43,3 +43,30 @@ def test_bad_overrides_are_config_errors():
     with pytest.raises(ConfigError):
         make_config(True, ["no_such_key=1"])
     assert 20 in make_config(True, ["sizes=[5]", "train_N=20"]).sizes
+
+
+def test_fine_tuning_at_another_size_repairs_a_poor_network_and_resume_reuses_everything(tmp_path, monkeypatch):
+    """An untrained network (radius 6, inflation 1.15) fine-tuned 2 epochs at N=10 closes at least half its gap to the
+    LETKF there; a resumed run recomputes neither the grid nor any test score and gives the same numbers."""
+    import hybrida.experiment.filter_bach_l96 as pipeline
+
+    settings = [*TINY, "sizes=[10,20]", "epochs=0", "finetune_epochs=2", "finetune_sizes=[10]"]
+    s = run(tmp_path, seed=1, quick=True, overrides=settings)
+    at10 = s["r_rmse_common"]["10"]  # on the trajectories every filter kept
+    assert at10["trajectories"] >= 3
+    assert at10["truth"] > 1.05 * at10["letkf"]  # the untrained network is poor at N=10
+    assert at10["truth"] - at10["finetuned"] >= 0.5 * (at10["truth"] - at10["letkf"])  # half the gap closed
+    assert s["diverged"].get("10", {}).get("finetuned", 0) <= s["diverged"].get("10", {}).get("letkf", 0)
+    assert s["finetune"]["10"]["cpu_s"] > 0 and (tmp_path / "filter_finetuned_N10.pt").is_file()
+    assert set(s["r_rmse_adaptive"]) == {"10", "20"}
+    scores = json.loads((tmp_path / "test_scores.json").read_text())["scores"]
+    assert len(scores) == 2 * 3 + 1  # LETKF, adaptive, learned at each N; fine-tuned at 10
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("recomputed on resume")
+
+    monkeypatch.setattr(pipeline, "grid_search", must_not_run)
+    monkeypatch.setattr(pipeline, "cycle_r_rmse", must_not_run)
+    again = run(tmp_path, seed=1, quick=True, overrides=settings, resume=True)
+    for key in ("r_rmse", "r_rmse_finetuned", "r_rmse_adaptive", "baselines"):
+        assert again[key] == s[key], key
