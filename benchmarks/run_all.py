@@ -91,12 +91,16 @@ ENTRIES = [
           ("--train", "1500", "--epochs", "2", "--time-limit", "15", "--etkf-cycles", "150"),
           "--threads 1 --epochs 40 --time-limit 420", "12 min"),
     Entry("learn", "learn/bach2025.py", ("--quick", "--no-write", "--out", "runs/bench_bach2025_quick"),
-          "--set epochs=20 --set patience=5 --set max_minutes=12", "about 35 min at load 7"),
+          "--set epochs=20 --set patience=5 --set max_minutes=12", "about 25-30 min per sigma_y at load 5-7"),
     Entry("learn", "learn/score_da.py", ("--quick", "--no-write", "--out", "runs/score_da_quick"), "--seeds 1",
           "32 min training + 22 min evaluation per seed at load 8"),
     Entry("learn", "learn/latent_da.py", ("--quick", "--seeds", "1", "--no-write", "--out", "runs/latent_quick"),
           "--seeds 1 2 3", "see the latent-da section"),
     Entry("reproduce", "reproduce/qg_4dvar.py", ("--cycles", "2", "--no-write"), "", "about 25 min at load 6"),
+    Entry("scaling", "scaling/letkf_flops.py", ("--quick", "--threads", "1", "--output", "-"), "--cycles 1",
+          "about 10 min (the n=10^6 eigh rows dominate)"),
+    Entry("learn", "learn/qg_subgrid.py", ("--quick", "--out", "runs/qg_subgrid_quick", "--output", "-"),
+          "--seeds 1 --out runs/qg_subgrid", "about 17 CPU-min per seed (52 min wall at load 5)"),
 ]
 
 
