@@ -16,6 +16,7 @@ subgrid PV forcing S_q = ̄(dq/dt)_hi − (dq/dt)_lo(̄q); a periodic FCNN learn
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from collections.abc import Callable
@@ -120,7 +121,11 @@ def _train(cfg: SubgridConfig, data: dict[str, SubgridSamples], seed: int, out: 
            progress) -> tuple[ParametrizedQG, dict[str, Any]]:
     path = out / "subgrid.pt"
     if resume and path.exists():
-        return load_parametrized_qg(path), {"train_s": float("nan"), "resumed": True}
+        info: dict[str, Any] = {"train_s": float("nan"), "resumed": True}
+        if (out / "summary.json").exists():  # the training record of the run that made the network
+            info.update(json.loads((out / "summary.json").read_text()).get("train", {}))
+            info["resumed"] = True
+        return load_parametrized_qg(path), info
     lo = _qg(cfg.lo_nx, cfg.lo_dt)
     q_scale, s_scale = layer_std(data["train"].q, lo), layer_std(data["train"].S, lo)
     net = PeriodicFCNN(cfg.channels, cfg.kernels, seed=seed)
