@@ -24,6 +24,7 @@ from hybrida.models.lorenz96_two_scale import Lorenz96TwoScale
 from hybrida.models.lorenz96_variants import Lorenz96Cubic
 from hybrida.models.noisy import NoisyModel
 from hybrida.models.qg import QGModel
+from hybrida.models.qg_subgrid import ParametrizedQG
 from hybrida.models.surrogate import SurrogateModel
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "Model",
     "NoisyModel",
     "ODEModel",
+    "ParametrizedQG",
     "QGModel",
     "SurrogateModel",
     "adjoint",
