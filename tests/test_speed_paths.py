@@ -44,6 +44,9 @@ def test_l63_tendency_and_step_equal_the_textbook_formulas_bit_for_bit(shape, dt
 
 @pytest.mark.parametrize("shape", [(), (64,), (8, 10)])
 def test_l63_scripted_forecast_equals_python_steps(shape):
+    from hybrida.models.lorenz63 import L63_RK4_SCRIPTED
+
+    assert L63_RK4_SCRIPTED is not None  # this torch compiles the loop (else forecasts fall back to Python)
     m = Lorenz63()
     x = _states(shape)
     ref = x

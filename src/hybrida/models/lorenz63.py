@@ -37,7 +37,6 @@ def l63_tendency(x: Tensor, W: Tensor, c: Tensor) -> Tensor:
     return a * b - e
 
 
-@torch.jit.script
 def l63_rk4_steps(x: Tensor, W: Tensor, c: Tensor, dt: float, n_steps: int) -> Tensor:
     """``n_steps`` classical RK4 steps of Lorenz-63 in one TorchScript loop (no Python per operation).
 
@@ -60,6 +59,18 @@ def l63_rk4_steps(x: Tensor, W: Tensor, c: Tensor, dt: float, n_steps: int) -> T
         k4 = a * b - e
         x = x + torch.add(torch.add(k1, k2, alpha=2.0), k3, alpha=2.0).add_(k4) * w
     return x.reshape(shape)
+
+
+def _scripted(fn):
+    """``fn`` compiled by TorchScript, or None where this torch cannot (deprecated API): Python steps then."""
+    try:
+        return torch.jit.script(fn)
+    except Exception:  # noqa: BLE001 - any failure to compile means: no fast path
+        return None
+
+
+#: the TorchScript loop of :func:`l63_rk4_steps` (None: not available, forecasts step in Python)
+L63_RK4_SCRIPTED = _scripted(l63_rk4_steps)
 
 
 def _positive(name: str, value: float) -> float:
@@ -126,11 +137,11 @@ class Lorenz63(ODEModel):
         ``torch.func`` transform, the steps run one by one in Python, as
         :meth:`~hybrida.models.base.Model.forecast` does.
         """
-        if trajectory or n_steps < 1 or not plain_tensor_path(x):
+        if trajectory or n_steps < 1 or L63_RK4_SCRIPTED is None or not plain_tensor_path(x):
             return super().forecast(x, n_steps, t0, trajectory)
         self._check(x)
         W, c = self.factors(x)
-        return l63_rk4_steps(x, W, c, self.dt, int(n_steps))
+        return L63_RK4_SCRIPTED(x, W, c, self.dt, int(n_steps))
 
     def _check(self, x: Tensor) -> None:
         self.check_state(x)
