@@ -40,6 +40,10 @@ def test_tiny_subgrid_pipeline_writes_its_summary_and_resumes(tmp_path) -> None:
     again = run_learned_analysis("qg_subgrid", out, family="subgrid", seed=1, quick=True, overrides=TINY,
                                  resume=True)
     assert again["offline"]["trained"] == s["offline"]["trained"] and again["rmse"] == s["rmse"]
+    # data made with other settings are not reused silently
+    with pytest.raises(ConfigError, match="without --resume"):
+        run_learned_analysis("qg_subgrid", out, family="subgrid", seed=1, quick=True,
+                             overrides=[*TINY, "train_days=21"], resume=True)
 
 
 def test_subgrid_pipeline_rejects_unknown_settings(tmp_path) -> None:

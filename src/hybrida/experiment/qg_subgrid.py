@@ -30,6 +30,7 @@ from hybrida.assimilation.ensemble import LETKF
 from hybrida.cycle import FilterDiverged, run_cycle
 from hybrida.experiment.config import ConfigError
 from hybrida.experiment.learned_analysis import pipeline_config, write_json
+from hybrida.io.checkpoint import atomic_torch_save
 from hybrida.learn.subgrid import (
     SubgridSamples,
     fit_subgrid,
@@ -49,6 +50,9 @@ DESCRIPTION = (
     "a periodic FCNN; offline R², free-run energy, and LETKF rmse_a with/without it (bar: >= 5% lower rmse_a)"
 )
 DAY = 86400.0
+#: settings that make the high-resolution data (a resumed run must have the same)
+DATA_FIELDS = ("hi_nx", "hi_dt", "lo_nx", "lo_dt", "train_trajectories", "train_days", "valid_days", "every_days",
+               "spinup_days", "adjust_days", "test_days")
 
 
 class SubgridConfig(BaseModel):
@@ -102,9 +106,12 @@ def _qg(nx: int, dt: float) -> QGModel:
 def _data(cfg: SubgridConfig, seed: int, out: Path, resume: bool, progress) -> dict[str, SubgridSamples]:
     """Train / validation / test samples (cached in ``out/data.pt``)."""
     path = out / "data.pt"
+    key = {k: v for k, v in cfg.model_dump().items() if k in DATA_FIELDS} | {"seed": seed}
     if resume and path.exists():
         raw = torch.load(path, weights_only=True)
-        return {k: SubgridSamples(**v) for k, v in raw.items()}
+        if raw.get("key") != key:
+            raise ConfigError(f"{path}: made with other data settings or seed; run without --resume")
+        return {k: SubgridSamples(**raw[k]) for k in ("train", "valid", "test")}
     hi, lo = _qg(cfg.hi_nx, cfg.hi_dt), _qg(cfg.lo_nx, cfg.lo_dt)
     common = {"every_days": cfg.every_days, "spinup_days": cfg.spinup_days, "adjust_days": cfg.adjust_days,
               "progress": progress}
@@ -113,7 +120,7 @@ def _data(cfg: SubgridConfig, seed: int, out: Path, resume: bool, progress) -> d
         "valid": simulate(hi, lo, 1, cfg.valid_days, seed=1000 * seed + 2, **common),
         "test": simulate(hi, lo, 1, cfg.test_days, seed=1000 * seed + 3, **{**common, "every_days": 1}),
     }
-    torch.save({k: {"q": v.q, "S": v.S, "t_days": v.t_days} for k, v in data.items()}, path)
+    atomic_torch_save({"key": key} | {k: {"q": v.q, "S": v.S, "t_days": v.t_days} for k, v in data.items()}, path)
     return data
 
 
@@ -125,7 +132,10 @@ def _train(cfg: SubgridConfig, data: dict[str, SubgridSamples], seed: int, out: 
         if (out / "summary.json").exists():  # the training record of the run that made the network
             info.update(json.loads((out / "summary.json").read_text()).get("train", {}))
             info["resumed"] = True
-        return load_parametrized_qg(path), info
+        try:
+            return load_parametrized_qg(path, nx=cfg.lo_nx, ny=cfg.lo_nx), info
+        except ValueError as err:
+            raise ConfigError(f"{err}; run without --resume") from None
     lo = _qg(cfg.lo_nx, cfg.lo_dt)
     q_scale, s_scale = layer_std(data["train"].q, lo), layer_std(data["train"].S, lo)
     net = PeriodicFCNN(cfg.channels, cfg.kernels, seed=seed)
