@@ -77,9 +77,9 @@ def main(argv: list[str] | None = None) -> int:
             runs.setdefault(prior, []).append(s)
             print(json.dumps({k: s[k] for k in ("prior", "seed", "window_score", "window_baselines", "rmse",
                                                  "baselines", "train_s", "met")}), flush=True)
+            if args.json:  # after each run, so an interrupted benchmark keeps the runs it finished
+                Path(args.json).write_text(json.dumps(runs, indent=2))
     wall = time.perf_counter() - t0
-    if args.json:
-        Path(args.json).write_text(json.dumps(runs, indent=2))
     body = report(runs, args, wall)
     print(body)
     path = output_path(args)

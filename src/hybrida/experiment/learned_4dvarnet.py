@@ -77,15 +77,18 @@ class FourDVarNetConfig(_Strict):
     kernel: int = Field(3, ge=1, description="ConvLSTM kernel width (time and space)")
     n_iter: int = Field(20, ge=1, description="unrolled solver iterations")
     cnn_channels: int = Field(16, ge=1, description="channels of the CNN prior")
-    steps: int = Field(600, ge=1, description="maximum training steps")
+    steps: int = Field(1500, ge=1, description="maximum training steps")
     batch: int = Field(4, ge=1, description="windows per training step")
     crop: int = Field(64, ge=4, description="model steps of the training crops")
     lr: float = Field(1e-2, gt=0, description="Adam learning rate")
     prior_steps: int = Field(300, ge=0, description="warm-start steps fitting the prior alone on truth crops")
     prior_weight: float = Field(0.5, ge=0, description="weight of the prior losses |x - Phi(x)|^2")
-    eval_every: int = Field(25, ge=1, description="training steps between validation scores")
-    patience: int = Field(6, ge=1, description="validation scores without improvement before stopping")
-    max_minutes: float = Field(12.0, gt=0, description="training wall-time limit")
+    eval_every: int = Field(50, ge=1, description="training steps between validation scores")
+    patience: int = Field(12, ge=1, description="validation scores without improvement before stopping")
+    schedule: Literal["plateau", "cosine"] = Field(
+        "cosine", description="learning rate: 'plateau' (halved after each validation without improvement) or 'cosine' over `steps`"
+    )
+    max_minutes: float = Field(19.0, gt=0, description="training wall-time limit")
     gd_iter: int = Field(1000, ge=1, description="gradient-descent 4D-Var iterations")
     gd_step: float = Field(0.02, gt=0, description="gradient-descent step (normalised units)")
     gd_lam_prior: float = Field(10.0, gt=0, description="gradient-descent weight of |x - M(x)|^2 (obs weight 1)")
@@ -102,7 +105,7 @@ class FourDVarNetConfig(_Strict):
 
 QUICK = {
     "train_windows": 20, "test_windows": 4, "val_windows": 4, "steps": 150, "max_minutes": 2.5, "eval_every": 25,
-    "prior_steps": 150, "gd_iter": 300, "fourdvar_windows": 1, "cycles": 150, "burn_in": 20,
+    "prior_steps": 150, "gd_iter": 300, "schedule": "plateau", "patience": 6, "fourdvar_windows": 1, "cycles": 150, "burn_in": 20,
 }
 
 
@@ -277,6 +280,7 @@ def _run(out: Path, cfg: FourDVarNetConfig, seed: int, quick: bool, resume: bool
         solver, train.float(), val.float(), mean=mean, std=std, every=cfg.every, frac=cfg.frac,
         sigma=math.sqrt(cfg.sigma2), steps=cfg.steps, batch=cfg.batch, crop=cfg.crop, lr=cfg.lr,
         prior_weight=cfg.prior_weight, prior_steps=cfg.prior_steps, eval_every=cfg.eval_every, patience=cfg.patience,
+        schedule=cfg.schedule,
         max_seconds=60.0 * cfg.max_minutes, generator=gen, progress=False, result=result,
         optimizer_state=opt_state, best_state=best_state, on_eval=on_eval,
     )

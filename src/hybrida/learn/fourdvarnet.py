@@ -162,6 +162,7 @@ def fit_fourdvarnet(
     prior_weight: float = 0.5,
     eval_every: int = 25,
     patience: int = 6,
+    schedule: str = "plateau",
     prior_steps: int = 0,
     max_seconds: float = math.inf,
     generator: torch.Generator | None = None,
@@ -179,9 +180,11 @@ def fit_fourdvarnet(
 
     ``val`` (V, T, n) gets fixed observations drawn with seed 0 of a generator of its own.
     Every ``eval_every`` steps the validation normalised error MSE/std^2 is computed; the
-    best weights are kept, the learning rate is halved after an evaluation without
-    improvement, and training stops after ``patience`` evaluations without
-    improvement, after ``steps`` steps or ``max_seconds``. ``result``/``optimizer_state``/
+    best weights are kept; with ``schedule="plateau"`` the learning rate is halved after an
+    evaluation without improvement, with ``schedule="cosine"`` it follows
+    lr (1 + cos(pi p)) / 2 (no halving), p = the larger of step / steps and elapsed / max_seconds
+    (annealed over whichever budget runs out first). Training stops after ``patience``
+    evaluations without improvement, after ``steps`` steps or ``max_seconds``. ``result``/``optimizer_state``/
     ``best_state`` continue an interrupted run (the solver holding its latest weights); ``on_eval(result, best_state, optimizer_state)`` is called
     after each evaluation (checkpointing).
     """
@@ -189,6 +192,8 @@ def fit_fourdvarnet(
         raise ValueError(f"fit_fourdvarnet: train and val must be (W, T, n) windows, got {tuple(train.shape)}, {tuple(val.shape)}")
     if crop % every or crop > train.shape[1]:
         raise ValueError(f"fit_fourdvarnet: crop ({crop}) must be a multiple of every ({every}) and <= {train.shape[1]}")
+    if schedule not in ("plateau", "cosine"):
+        raise ValueError(f"fit_fourdvarnet: schedule must be 'plateau' or 'cosine', got {schedule!r}")
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     dtype = next(solver.parameters()).dtype
     train, val = train.to(dtype), val.to(dtype)
@@ -208,6 +213,10 @@ def fit_fourdvarnet(
     bar = tqdm(todo, disable=not progress, desc="4dvarnet", initial=res.steps_done, total=steps)
     for step in bar:
         solver.train()
+        if schedule == "cosine":
+            for group in opt.param_groups:
+                done = max(step / steps, (time.perf_counter() - t0) / max_seconds)
+                group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
         x = _crops(train, batch, crop, every, gen)
         y, _ = observe_windows(x, every, frac, sigma, gen)
         zt = (x - mean) / std
@@ -233,8 +242,9 @@ def fit_fourdvarnet(
                 best = copy.deepcopy(solver.state_dict())
             else:
                 bad += 1
-                for group in opt.param_groups:  # halve the step on each evaluation without improvement
-                    group["lr"] *= 0.5
+                if schedule == "plateau":
+                    for group in opt.param_groups:  # halve the step on each evaluation without improvement
+                        group["lr"] *= 0.5
             res.wall_s = time.perf_counter() - t0
             bar.set_postfix(loss=f"{res.train_loss[-1]:.4f}", val=f"{score:.4f}", best=f"{res.best_score:.4f}")
             if on_eval is not None:

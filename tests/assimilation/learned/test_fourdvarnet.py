@@ -143,6 +143,21 @@ def test_training_beats_interpolation_and_fails_when_disabled():
     assert res0.best_score > 0.7 * interp0, (res0.best_score, interp0)
 
 
+def test_cosine_schedule_anneals_the_learning_rate_and_bad_schedule_fails():
+    train, val, mean, std = _data(n_train=4, T=32)
+    solver = FourDVarNetSolver("ode", {"mean": mean, "std": std}, hidden=2, n_iter=2, seed=0)
+    lrs = []
+    fit_fourdvarnet(
+        solver, train.float(), val.float(), mean=mean, std=std, steps=4, batch=2, crop=32, lr=0.1, eval_every=1,
+        patience=10, schedule="cosine", generator=torch.Generator().manual_seed(0),
+        on_eval=lambda res, best, opt: lrs.append(opt["param_groups"][0]["lr"]),
+    )
+    expected = [0.1 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
+    assert lrs == pytest.approx(expected, rel=1e-9)
+    with pytest.raises(ValueError, match="schedule"):
+        fit_fourdvarnet(solver, train.float(), val.float(), mean=mean, std=std, steps=1, crop=32, schedule="step")
+
+
 def test_gradient_descent_4dvar_with_the_true_prior_improves_on_interpolation():
     train, _, mean, std = _data(n_train=2)
     y, mask = observe_windows(train, 4, 0.5, math.sqrt(2.0), torch.Generator().manual_seed(3))
