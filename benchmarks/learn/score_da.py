@@ -56,10 +56,12 @@ def section(summaries: list[dict], args: argparse.Namespace, wall: float) -> str
             s["seed"], _f(s["rmse"]), _f(s["baselines"]["enks"]), f"{s['rmse_ratio']:.2f}",
             f"{s['spread_ratio']:.2f}", f"{s['enks']['spread_ratio']:.2f}", _f(s["crps"]["score"]),
             _f(s["crps"]["enks"]), _f(g["generated_etkf"]), _f(g["etkf"]), f"{g['ratio']:.2f}",
-            t.get("steps"), f"{s['train_s'] / 60:.1f}", f"{s['train_cpu_s'] / 60:.1f}",
+            t.get("steps"), t.get("best_step"), f"{t.get('best_valid', float('nan')):.4f}",
+            f"{s['train_s'] / 60:.1f}", f"{s['train_cpu_s'] / 60:.1f}",
         ])
     header = ["seed", "score rmse", "EnKS rmse", "ratio", "score spread/rmse", "EnKS spread/rmse", "score CRPS",
-              "EnKS CRPS", "gen. ETKF rmse_a", "ETKF rmse_a", "ratio", "train steps", "train wall (min)",
+              "EnKS CRPS", "gen. ETKF rmse_a", "ETKF rmse_a", "ratio", "train steps", "best step",
+              "valid denoising loss", "train wall (min)",
               "train CPU (min)"]
     med = {k: statistics.median(v(s) for s in summaries) for k, v in {
         "ratio": lambda s: s["rmse_ratio"], "spread": lambda s: s["spread_ratio"],
@@ -77,7 +79,11 @@ def section(summaries: list[dict], args: argparse.Namespace, wall: float) -> str
          f"time), σ={cfg['obs_std']}, every 0.05. Prior: ScoreNet (2-D conv over time × periodic space, "
          f"{cfg['channels']} channels, depth {cfg['depth']}) on windows of {cfg['window']} states from a "
          f"{cfg['free_run']}-step free run, denoising score matching with the VP cosine schedule (Rozet & Louppe "
-         f"2023), ≤{cfg['max_steps']} steps / {cfg['max_minutes']:g} min, early stopping on a separate run. "
+         f"2023), batch {cfg['batch']}, Adam lr {cfg['lr']:g} → {cfg['lr_final']:g} (cosine over max_steps"
+         f"{', after a ' + str(cfg['warmup']) + '-step linear warm-up' if cfg.get('warmup') else ''})"
+         f"{', EMA of the weights (decay ' + format(cfg['ema'], 'g') + ') validated and kept' if cfg.get('ema') else ''}, "
+         f"≤{cfg['max_steps']} steps / {cfg['max_minutes']:g} min, early stopping on a separate run "
+         f"(patience {cfg['patience']} × {cfg['valid_every']} steps). "
          f"Posterior: {cfg['test_windows']} test windows of {cfg['test_length']} states (composed from "
          f"{cfg['window']}-state windows), N={cfg['members']} samples, DDIM {cfg['sample_steps']} steps, "
          f"{cfg['corrections']} corrector steps, SDA guidance γ={cfg['gamma']}"

@@ -89,3 +89,60 @@ def test_fit_rejects_mismatched_windows(l96_windows) -> None:
     with pytest.raises(ValueError, match=r"\(W, L, n\)"):
         fit_score(ScoreNet(4, 1), train[0], valid, loc=0.0, scale=1.0)
     assert math.isfinite(float(train.mean()))
+
+
+def test_weight_average_is_the_exponential_average_of_the_updates() -> None:
+    """Closed form: θ̄_k = β_k θ̄_{k-1} + (1 - β_k) θ_k with β_k = min(decay, (1 + k) / (10 + k))."""
+    from hybrida.learn.score import WeightAverage
+
+    net = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        net.weight.zero_()
+    avg = WeightAverage(net, 0.5)
+    expected = torch.zeros_like(net.weight)
+    for k, value in enumerate([1.0, 3.0, -2.0, 5.0], start=1):
+        with torch.no_grad():
+            net.weight.fill_(value)
+        avg.update(net)
+        beta = min(0.5, (1 + k) / (10 + k))
+        expected = beta * expected + (1 - beta) * value
+    assert torch.allclose(avg.net.weight, expected)
+    assert not torch.allclose(avg.net.weight, net.weight)  # the average is not the current weights
+    with pytest.raises(ValueError, match="decay"):
+        WeightAverage(net, 1.0)
+
+
+def test_lr_factor_warms_up_then_decays() -> None:
+    from hybrida.learn.score import lr_factor
+
+    kw = {"lr": 1e-2, "lr_final": 1e-3, "max_steps": 100}
+    assert lr_factor(0, warmup=10, **kw) == pytest.approx(0.1)
+    assert lr_factor(4, warmup=10, **kw) == pytest.approx(0.5 * lr_factor(4, **kw))
+    assert lr_factor(0, **kw) == pytest.approx(1.0)
+    assert lr_factor(50, **kw) == pytest.approx(0.55)
+    assert lr_factor(100, warmup=10, **kw) == pytest.approx(0.1)
+    assert lr_factor(500, **kw) == pytest.approx(0.1)
+
+
+def test_ema_fit_returns_the_averaged_weights(l96_windows) -> None:
+    """With ema the returned weights are the average validated (their loss is best_valid), not the raw ones."""
+    train, valid = l96_windows
+    kw = {"loc": 2.35, "scale": 3.6, "batch": 16, "lr": 1e-2, "lr_final": 1e-2, "max_steps": 40, "valid_every": 40,
+          "patience": 5}
+    torch.manual_seed(0)
+    raw = fit_score(ScoreNet(4, 1, embed=8), train, valid, generator=torch.Generator().manual_seed(3), **kw)
+    torch.manual_seed(0)
+    avg = fit_score(ScoreNet(4, 1, embed=8), train, valid, ema=0.9, generator=torch.Generator().manual_seed(3), **kw)
+    assert raw.best_step == avg.best_step == 40  # both improved on the untrained network
+    # same seeds, same raw trajectory: only the averaging differs
+    w_raw, w_avg = raw.net.out.conv.weight, avg.net.out.conv.weight
+    assert not torch.allclose(w_raw, w_avg, atol=1e-4)
+    # the returned network's validation loss is the recorded best (the average was validated and kept)
+    vgen = torch.Generator().manual_seed(12345)
+    z = ((valid - 2.35) / 3.6).float()
+    t, e = torch.rand(z.shape[0], generator=vgen), torch.randn(z.shape, generator=vgen)
+    from hybrida.learn.score import denoising_loss
+
+    with torch.no_grad():
+        loss = float(denoising_loss(avg.net, z, t, e))
+    assert loss == pytest.approx(avg.best_valid, rel=1e-4)

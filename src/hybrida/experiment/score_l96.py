@@ -61,17 +61,19 @@ class ScoreL96Config(_Strict):
     window: int = Field(8, ge=2, description="states per training window (one model step of 0.05 apart)")
     obs_fraction: float = Field(0.5, gt=0, lt=1, description="fraction of the 40 variables observed each time")
     obs_std: float = Field(1.0, gt=0, description="observation error std σ")
-    free_run: int = Field(20000, ge=100, description="model steps of the training free run")
+    free_run: int = Field(50000, ge=100, description="model steps of the training free run")
     valid_run: int = Field(2000, ge=50, description="model steps of the validation free run")
     channels: int = Field(32, ge=1, description="hidden channels of the score network")
     depth: int = Field(4, ge=1, description="residual blocks of the score network")
     batch: int = Field(64, ge=1, description="windows per training step")
     lr: float = Field(2e-3, ge=0, description="initial Adam learning rate (0 disables training)")
     lr_final: float = Field(1e-4, ge=0, description="learning rate at max_steps (cosine decay)")
-    max_steps: int = Field(1500, ge=1, description="training steps at most")
-    max_minutes: float = Field(35.0, gt=0, description="training wall-time budget (minutes)")
+    warmup: int = Field(100, ge=0, description="steps of linear learning-rate warm-up before the cosine decay")
+    ema: float = Field(0.999, ge=0, lt=1, description="decay of the EMA of the weights (0: no averaging)")
+    max_steps: int = Field(4000, ge=1, description="training steps at most")
+    max_minutes: float = Field(48.0, gt=0, description="training wall-time budget (minutes)")
     valid_every: int = Field(100, ge=1, description="steps between validations")
-    patience: int = Field(5, ge=1, description="validations without improvement before stopping")
+    patience: int = Field(10, ge=1, description="validations without improvement before stopping")
     prior: str = Field("", description="path of a trained prior (prior.pt) to use instead of training")
     members: int = Field(20, ge=2, description="posterior samples / ensemble size N of every method")
     test_windows: int = Field(8, ge=1, description="test windows")
@@ -95,7 +97,7 @@ class ScoreL96Config(_Strict):
 
 
 QUICK = {
-    "free_run": 8000, "valid_run": 1000, "max_steps": 250, "max_minutes": 2.5, "valid_every": 50,
+    "free_run": 8000, "valid_run": 1000, "max_steps": 250, "warmup": 25, "patience": 5, "max_minutes": 2.5, "valid_every": 50,
     "test_windows": 2, "spin_cycles": 100, "sample_steps": 32, "cycles": 16, "cycle_burn_in": 4,
     "bar_rmse": 2.5, "bar_spread": [0.5, 2.0], "bar_generated": 2.0,
 }
@@ -132,7 +134,7 @@ def train_prior(config: ScoreL96Config, out: Path, seed: int, resume: bool,
     fit = fit_score(
         net, train, valid, loc=L96_LOC, scale=L96_SCALE, batch=config.batch, lr=config.lr,
         lr_final=config.lr_final, max_steps=config.max_steps, max_seconds=60.0 * config.max_minutes,
-        valid_every=config.valid_every, patience=config.patience,
+        valid_every=config.valid_every, patience=config.patience, warmup=config.warmup, ema=config.ema,
         generator=torch.Generator().manual_seed(seeds["fit"]), checkpoint=out / "train_checkpoint.pt",
         resume=resume, progress=progress,
     )

@@ -6,9 +6,12 @@ Loss (ε-parametrised denoising score matching, Ho et al. 2020; Rozet & Louppe 2
 
 on normalised windows z = (x - loc) / scale cut from a long free run (or a reanalysis),
 with the VP cosine schedule (μ, σ) of :func:`hybrida.assimilation.learned.score.vp_schedule`.
-Adam with cosine learning-rate decay; the validation loss uses fixed (seeded) times and noise
-so successive values compare; early stopping restores the best weights (Prechelt 1998);
-checkpoints every validation so an interrupted fit resumes where it stopped.
+Adam with an optional linear warm-up then cosine learning-rate decay; optionally an
+exponential moving average (EMA) of the weights (Polyak averaging, standard for diffusion
+models: Song & Ermon 2020; Ho et al. 2020), which are then the weights validated, kept and
+returned. The validation loss uses fixed (seeded) times and noise so successive values
+compare; early stopping restores the best weights (Prechelt 1998); checkpoints every
+validation so an interrupted fit resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -28,7 +31,10 @@ from hybrida.assimilation.learned.base import network_payload, rebuild_network
 from hybrida.assimilation.learned.score import NetworkPrior, vp_schedule
 from hybrida.io.checkpoint import atomic_torch_save
 
-__all__ = ["ScoreFit", "denoising_loss", "fit_score", "load_score_prior", "save_score_prior", "windows_of"]
+__all__ = [
+    "ScoreFit", "WeightAverage", "denoising_loss", "fit_score", "load_score_prior", "lr_factor", "save_score_prior",
+    "windows_of",
+]
 
 PRIOR_FORMAT = "hybrida.score_prior"
 
@@ -49,6 +55,57 @@ def denoising_loss(net: nn.Module, z: Tensor, t: Tensor, eps: Tensor) -> Tensor:
     mu, sigma = vp_schedule(t)
     zt = mu.view(-1, 1, 1) * z + sigma.view(-1, 1, 1) * eps
     return (net(zt, t) - eps).pow(2).mean()
+
+
+def lr_factor(step: int, *, lr: float, lr_final: float, max_steps: int, warmup: int = 0) -> float:
+    """Learning-rate multiplier of step ``step``: linear warm-up over ``warmup`` steps, cosine lr → lr_final.
+
+    The cosine part is CosineAnnealingLR's closed form (lr at step 0, ``min(lr, lr_final)`` at
+    ``max_steps`` and after); the warm-up scales it by ``(step + 1) / warmup`` for the first steps.
+    """
+    if lr <= 0:
+        return 1.0
+    final = min(lr, lr_final)
+    s = min(step, max_steps)
+    cosine = final + 0.5 * (lr - final) * (1.0 + math.cos(math.pi * s / max(max_steps, 1)))
+    ramp = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+    return ramp * cosine / lr
+
+
+class WeightAverage:
+    """Exponential moving average of a network's floating-point parameters and buffers.
+
+    After update k (k = 1, 2, …) with the current weights θ_k the average is
+    ``θ̄_k = β_k θ̄_{k-1} + (1 - β_k) θ_k`` with ``β_k = min(decay, (1 + k) / (10 + k))``
+    (the usual short-memory start, so early averages are not dominated by the initial weights).
+    ``decay`` in [0, 1); 0 keeps the current weights.
+    """
+
+    def __init__(self, net: nn.Module, decay: float) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"WeightAverage: decay must be in [0, 1), got {decay}")
+        self.decay, self.updates = float(decay), 0
+        self.net = copy.deepcopy(net)
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+
+    def update(self, net: nn.Module) -> None:
+        """Fold the current weights of ``net`` into the average."""
+        self.updates += 1
+        beta = min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
+        with torch.no_grad():
+            for avg, cur in zip(self.net.state_dict().values(), net.state_dict().values()):
+                if avg.is_floating_point():
+                    avg.mul_(beta).add_(cur.detach(), alpha=1.0 - beta)
+                else:
+                    avg.copy_(cur)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"net": self.net.state_dict(), "updates": self.updates, "decay": self.decay}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        self.updates, self.decay = int(state["updates"]), float(state["decay"])
 
 
 @dataclass
@@ -94,6 +151,8 @@ def fit_score(
     max_seconds: float = math.inf,
     valid_every: int = 100,
     patience: int = 5,
+    warmup: int = 0,
+    ema: float = 0.0,
     generator: torch.Generator | None = None,
     checkpoint: str | Path | None = None,
     resume: bool = False,
@@ -104,7 +163,9 @@ def fit_score(
     Windows are in physical units and normalised by (loc, scale) here. Stops after
     ``max_steps``, ``max_seconds`` of training, or ``patience`` validations without improvement;
     the best weights are restored. With ``checkpoint`` the state is saved at each validation and
-    ``resume=True`` continues from it.
+    ``resume=True`` continues from it. ``warmup`` steps of linear learning-rate warm-up precede
+    the cosine decay; ``ema`` > 0 is the decay of an exponential moving average of the weights
+    (:class:`WeightAverage`): the averaged weights are then the ones validated and returned.
     """
     train, valid = _check("train", train), _check("valid", valid)
     if train.shape[1:] != valid.shape[1:]:
@@ -117,8 +178,13 @@ def fit_score(
     vgen = torch.Generator().manual_seed(12345)
     t_va = torch.rand(z_va.shape[0], generator=vgen, dtype=dtype)
     e_va = torch.randn(z_va.shape, generator=vgen, dtype=dtype)
+    if not (isinstance(warmup, int) and warmup >= 0):
+        raise ValueError(f"fit_score: warmup must be an integer >= 0, got {warmup!r}")
     opt = torch.optim.Adam(net.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max_steps, eta_min=min(lr, lr_final))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, lr=lr, lr_final=lr_final,
+                                                                       max_steps=max_steps, warmup=warmup))
+    average = WeightAverage(net, ema) if ema > 0 else None
+    judged = average.net if average is not None else net  # the weights validated and returned
     fit = ScoreFit(net=net)
     best_state = copy.deepcopy(net.state_dict())
     bad, step = 0, 0
@@ -129,6 +195,10 @@ def fit_score(
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         gen.set_state(state["gen"])
+        if average is not None:
+            if state.get("ema") is None:
+                raise ValueError(f"fit_score: checkpoint {ckpt} was written without ema; cannot resume with ema={ema}")
+            average.load_state_dict(state["ema"])
         best_state, bad, step = state["best_state"], state["bad"], state["step"]
         fit.history, fit.best_valid, fit.best_step = state["history"], state["best_valid"], state["best_step"]
         fit.train_s, fit.cpu_s = state["train_s"], state["cpu_s"]
@@ -136,9 +206,9 @@ def fit_score(
             progress(f"resumed score training at step {step}")
 
     def validate() -> float:
-        net.eval()
+        judged.eval()
         with torch.no_grad():
-            losses = [denoising_loss(net, z, t, e) * z.shape[0]
+            losses = [denoising_loss(judged, z, t, e) * z.shape[0]
                       for z, t, e in zip(z_va.split(256), t_va.split(256), e_va.split(256))]
         net.train()
         return float(sum(losses) / z_va.shape[0])
@@ -160,6 +230,8 @@ def fit_score(
         loss.backward()
         opt.step()
         sched.step()
+        if average is not None:
+            average.update(net)
         step += 1
         running.append(float(loss.detach()))
         if step % valid_every == 0 or step == max_steps:
@@ -168,7 +240,7 @@ def fit_score(
             running = []
             if v < fit.best_valid:
                 fit.best_valid, fit.best_step, bad = v, step, 0
-                best_state = copy.deepcopy(net.state_dict())
+                best_state = copy.deepcopy(judged.state_dict())
             else:
                 bad += 1
                 fit.stopped_early = bad >= patience
@@ -179,6 +251,7 @@ def fit_score(
             if ckpt is not None:
                 atomic_torch_save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                                    "gen": gen.get_state(), "best_state": best_state, "bad": bad, "step": step,
+                                   "ema": average.state_dict() if average is not None else None,
                                    "history": fit.history, "best_valid": fit.best_valid,
                                    "best_step": fit.best_step, "train_s": fit.train_s, "cpu_s": fit.cpu_s}, ckpt)
     fit.steps = step
