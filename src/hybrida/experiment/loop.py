@@ -33,7 +33,7 @@ from torch import Tensor
 from hybrida import metrics
 from hybrida.assimilation.base import AssimilationMethod
 from hybrida.experiment.reanalysis import Reanalysis, assimilate, forecast_error_std, smooth
-from hybrida.learn.train import FitResult, TrajectoryDataset, fit
+from hybrida.learn.train import FitResult, TrajectoryDataset, auto_loss_scale, fit
 from hybrida.models.base import Model
 from hybrida.models.noisy import NoisyModel
 from hybrida.models.surrogate import SurrogateModel
@@ -351,6 +351,7 @@ def da_ml_loop(
                 TrajectoryDataset(archive[a:b], weights=obs_weights[a:b], targets=obs_targets[a:b], **roll)
                 for a, b in ((0, cut), (cut, K + 1))
             )
+        kwargs = {"loss_scale": auto_loss_scale(archive[:cut]), **kwargs}
         result = fit(
             surrogate, train, valid, weights=w_train, valid_weights=w_valid,
             seed=cfg.seed + it, description=f"DA-ML iteration {it}", **kwargs,

@@ -42,7 +42,7 @@ from hybrida.experiment.surrogate_report import (  # re-exported
     table_markdown,
     write_outputs,
 )
-from hybrida.learn.train import FitResult, fit
+from hybrida.learn.train import FitResult, auto_loss_scale, fit
 from hybrida.models.base import Model
 from hybrida.models.noisy import NoisyModel
 from hybrida.models.surrogate import SurrogateModel
@@ -334,6 +334,7 @@ def _train_on_archive(config, tw: _Twin, archive, spread, fit_kwargs, say) -> _T
     surrogate = SurrogateModel.from_trajectory(
         config.make_network(tw.model.n), archive[:cut], tw.dt_cycle, config.network.scheme
     )
+    fit_kwargs = {"loss_scale": auto_loss_scale(archive[:cut]), **fit_kwargs}
     fitres = fit(surrogate, archive[:cut], archive[cut:], seed=tr.seed, description="fit", **fit_kwargs)
     sigma_m = _fixed_model_noise(config)
     if config.evaluation.model_noise == "validation":

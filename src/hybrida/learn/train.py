@@ -146,6 +146,18 @@ def split_trajectory(trajectory: Tensor, valid_fraction: float = 0.2) -> tuple[T
     return trajectory[:cut], trajectory[cut:]
 
 
+def auto_loss_scale(trajectory: Tensor, low: float = 1e-3, high: float = 1e3) -> float:
+    """The mean variance of a trajectory's variables (T, n) when it lies outside [low, high], else 1.
+
+    For :func:`fit`'s ``loss_scale``: O(1) states (Lorenz models) keep the plain loss,
+    states many orders of magnitude away (QG potential vorticity ~1e-5) get their
+    variance, so that Adam's steps do not stall on its eps.
+    """
+    traj = torch.as_tensor(trajectory, dtype=torch.float64)
+    var = float(torch.nan_to_num(traj - traj.nanmean(0), nan=0.0).square().mean())
+    return var if var > 0 and math.isfinite(var) and not low <= var <= high else 1.0
+
+
 def rollout_loss(
     step: Callable[[Tensor], Tensor],
     x0: Tensor,
@@ -231,6 +243,7 @@ def fit(
     time_limit_s: float | None = None,
     progress: bool = True,
     description: str = "fit",
+    loss_scale: float = 1.0,
 ) -> FitResult:
     """Train ``model`` (in place) by minimising the K-step rollout loss with Adam; return the history.
 
@@ -255,6 +268,10 @@ def fit(
     ``lr_schedule``: "none", "plateau" (halve the rate after ``max(1,
     patience // 3)`` stalled epochs) or "cosine" (to 0 over ``epochs``).
     Data are cast to the dtype/device of the model's parameters.
+    ``loss_scale``: gradients are taken of loss / loss_scale (the reported losses
+    stay in state units). States of size ~1e-5 (QG potential vorticity) give
+    gradients far below Adam's eps = 1e-8, which then barely moves the weights;
+    the state variance as ``loss_scale`` (see :func:`auto_loss_scale`) brings them to O(1).
     """
     for name, v in (("epochs", epochs), ("batch_size", batch_size), ("patience", patience)):
         if isinstance(v, bool) or int(v) != v or v < 1:
@@ -269,6 +286,8 @@ def fit(
         raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
     if grad_clip is not None and not grad_clip > 0:
         raise ValueError(f"grad_clip must be > 0 or None, got {grad_clip}")
+    if not (math.isfinite(loss_scale) and loss_scale > 0):
+        raise ValueError(f"loss_scale must be a finite number > 0, got {loss_scale}")
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no trainable parameters")
@@ -305,7 +324,7 @@ def fit(
                 finite = False
                 break
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss / loss_scale if loss_scale != 1.0 else loss).backward()
             if grad_clip is not None:
                 nn.utils.clip_grad_norm_(params, grad_clip)
             opt.step()
