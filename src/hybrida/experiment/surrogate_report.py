@@ -41,6 +41,23 @@ def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
             f(s.get("valid_time_from_truth_lyapunov")),
             "—",
         ),
+        (
+            "forecast error / clim std after 1 cycle (persistence "
+            f"{f(s.get('skill_cycle1_persistence'))})",
+            f(s.get("skill_cycle1_surrogate")),
+            f(s.get("skill_cycle1_model")),
+        ),
+        (
+            "upper bound: the same from the truth (persistence "
+            f"{f(s.get('skill_cycle1_persistence_from_truth'))})",
+            f(s.get("skill_cycle1_from_truth")),
+            "—",
+        ),
+        (
+            f"forecast error / clim std at the lead (persistence {f(s.get('skill_lead_persistence'))})",
+            f(s.get("skill_lead_surrogate")),
+            f(s.get("skill_lead_model")),
+        ),
         ("leading Lyapunov exponent", f(s.get("lyapunov_surrogate")), f(s.get("lyapunov_truth"))),
         ("spectrum log10 distance", f(s.get("spectrum_log_distance")), "0"),
         ("DA rmse_a, test period", f(s.get("rmse_a_surrogate")), f(s.get("rmse_a_model"))),

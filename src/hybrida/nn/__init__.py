@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from hybrida.nn.cnn import BrajardCNN, ResidualCNN
 from hybrida.nn.common import apply_cast, periodic_conv, seeded
+from hybrida.nn.grid_cnn import GridCNN
 from hybrida.nn.l2s import L2SNet
 from hybrida.nn.latent_autoencoder import PeriodicAutoencoder
 from hybrida.nn.mlp import ResidualMLP
@@ -20,6 +21,7 @@ from hybrida.nn.score import ScoreNet
 __all__ = [
     "NETWORKS",
     "BrajardCNN",
+    "GridCNN",
     "L2SNet",
     "PeriodicAutoencoder",
     "PolyConv",
