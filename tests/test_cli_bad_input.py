@@ -181,6 +181,27 @@ def test_ten_billion_cycles_exceed_any_machine():
         check_run_memory(config, n=3, n_truth=3, obs_bytes=100)
 
 
+def test_a_dense_climatology_too_large_for_the_machine_is_refused_before_its_run(monkeypatch):
+    """4D-Var on a 128x128x2 QG state would need three 32768^2 matrices (26 GB): one-line error, no run."""
+    from hybrida.experiment import builder
+    from hybrida.experiment.memory import check_climatology_memory
+
+    big = load_config("qg/4dvar64", ["model.params.nx=128", "method.params.grid=[2,128,128]"])
+    with pytest.raises(ConfigError, match=r"'4dvar' needs the dense \(32768, 32768\) climatological covariance, "
+                                          r"about 25.8 GB"):
+        check_climatology_memory(big, n=32768, available=24 * 10**9)
+    check_climatology_memory(big, n=8192, available=24 * 10**9)  # 64x64x2: 1.6 GB, fine
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("the climatology run started")
+
+    monkeypatch.setattr(builder, "climatology", no_run)
+    monkeypatch.setattr("hybrida.experiment.memory.available_memory", lambda: 24 * 10**9)
+    model = builder.build_model(big)
+    with pytest.raises(ConfigError, match="climatological covariance"):
+        builder.build_method(big, model, torch.zeros(model.n, dtype=torch.float64))
+
+
 def test_negative_cycles_blame_only_cycles():
     line = _one_line_error("run", "lorenz63/sakov2012", "--cycles", "-5", needle="cycles:")
     assert "burn_in" not in line

@@ -13,7 +13,7 @@ from torch import Tensor
 from hybrida import registry
 from hybrida.assimilation.base import AssimilationMethod, State
 from hybrida.experiment.config import ConfigError, ExperimentConfig
-from hybrida.experiment.memory import check_run_memory, observation_bytes
+from hybrida.experiment.memory import check_climatology_memory, check_run_memory, observation_bytes
 from hybrida.experiment.twin import Twin, climatology, make_twin
 from hybrida.models.base import Model
 from hybrida.observations.base import Observation
@@ -153,6 +153,7 @@ def build_method(
             raise ConfigError(
                 "method.params.climatology: computed from the 'climatology' section; remove it"
             )
+        check_climatology_memory(config, model.n)
         c = config.climatology
         clim = climatology(model, x0, c.steps, spinup=c.spinup, thin=c.thin)
         params["climatology"] = clim

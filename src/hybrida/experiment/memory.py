@@ -68,6 +68,32 @@ def estimate_run_memory(
     return config.cycles * (truth + obs_bytes + records + OBJECT_BYTES_PER_CYCLE)
 
 
+#: dense (n, n) copies a climatology-based method holds at once: the accumulated sums, the
+#: normalised covariance and the method's checked / symmetrised copy
+CLIMATOLOGY_COPIES = 3
+
+
+def check_climatology_memory(config: ExperimentConfig, n: int, available: int | None = None) -> None:
+    """Raise :class:`ConfigError` when the dense (n, n) climatological covariance cannot fit.
+
+    Methods with a climatology (3D-Var, OI, 4D-Var, ...) receive it as a dense matrix:
+    ``CLIMATOLOGY_COPIES`` x n² numbers (n = 32 768, a 128×128×2 QG state: 26 GB), which
+    a machine of 24 GB cannot hold; refuse before the long climatology run, not after it.
+    """
+    available = available_memory() if available is None else available
+    if not available:
+        return
+    item = torch.finfo(getattr(torch, config.dtype)).bits // 8
+    need = CLIMATOLOGY_COPIES * item * n * n
+    if need > MEMORY_SHARE * available:
+        raise ConfigError(
+            f"method.name: '{config.method.name}' needs the dense ({n}, {n}) climatological covariance, "
+            f"about {_size(need)} with its working copies, more than {MEMORY_SHARE:.0%} of the "
+            f"{_size(available)} available; use a method without a climatology (letkf, etkf, enkf) "
+            "or a smaller state"
+        )
+
+
 def _size(nbytes: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
         if nbytes < 1000 or unit == "PB":
