@@ -6,7 +6,8 @@ import copy
 
 import torch
 
-from hybrida.experiment.builder import build_model, build_observations
+from hybrida.assimilation.variational.climatology import ClimatologySample
+from hybrida.experiment.builder import build_method, build_model, build_observations
 from hybrida.experiment.config import ExperimentConfig
 from hybrida.experiment.presets import get_preset
 from hybrida.experiment.runner import run_experiment
@@ -78,8 +79,25 @@ def _small_4dvar(cycles: int = 24) -> dict:
     return cfg
 
 
+def test_homogeneous_b_keeps_the_climatology_as_anomalies():
+    """For B homogeneous the builder keeps the free run's anomalies (T, n): no dense (n, n) covariance."""
+    cfg = _small_4dvar()
+    cfg["climatology"] = {"steps": 60, "spinup": 0, "thin": 6}
+    config = ExperimentConfig(**cfg)
+    model = build_model(config)
+    x0 = model.random_state(torch.Generator().manual_seed(0))
+    method, clim = build_method(config, model, x0)
+    assert isinstance(clim, ClimatologySample) and clim.anomalies.shape == (10, 2048)
+    assert method.B_sqrt.grid == (2, 32, 32)
+    cfg["method"]["params"]["B"] = "climatology"  # the dense B still gets the dense covariance
+    _, dense = build_method(ExperimentConfig(**cfg), model, x0)
+    assert not isinstance(dense, ClimatologySample) and dense[1].shape == (2048, 2048)
+    torch.testing.assert_close(dense[1].diagonal(), clim.variance(), rtol=1e-10, atol=0)
+
+
 def test_small_4dvar_twin_with_homogeneous_b_beats_climatology():
     """4D-Var on the 2-D QG model, B homogeneous by FFT (no 2048² square root), adjoint by autodiff."""
-    s = run_experiment(ExperimentConfig(**_small_4dvar()), progress=False).summary
+    config = ExperimentConfig(**_small_4dvar())
+    s = run_experiment(config, progress=False).summary
     assert not s["diverged"], s["diverged_reason"]
     assert s["rmse_a"] < 0.5 * s["clim_std"], (s["rmse_a"], s["clim_std"])

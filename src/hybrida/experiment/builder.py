@@ -14,7 +14,7 @@ from hybrida import registry
 from hybrida.assimilation.base import AssimilationMethod, State
 from hybrida.experiment.config import ConfigError, ExperimentConfig
 from hybrida.experiment.memory import check_climatology_memory, check_run_memory, observation_bytes
-from hybrida.experiment.twin import Twin, climatology, make_twin
+from hybrida.experiment.twin import Twin, climatology, climatology_sample, make_twin
 from hybrida.models.base import Model
 from hybrida.observations.base import Observation
 from hybrida.observations.system import ObservationSystem
@@ -153,9 +153,13 @@ def build_method(
             raise ConfigError(
                 "method.params.climatology: computed from the 'climatology' section; remove it"
             )
-        check_climatology_memory(config, model.n)
         c = config.climatology
-        clim = climatology(model, x0, c.steps, spinup=c.spinup, thin=c.thin)
+        suffices = getattr(cls, "climatology_sample_suffices", None)
+        if suffices is not None and suffices(params):  # anomalies (T, n): no (n, n) matrix
+            clim = climatology_sample(model, x0, c.steps, spinup=c.spinup, thin=c.thin)
+        else:
+            check_climatology_memory(config, model.n)
+            clim = climatology(model, x0, c.steps, spinup=c.spinup, thin=c.thin)
         params["climatology"] = clim
     return instantiate(cls, params, "method.params"), clim
 

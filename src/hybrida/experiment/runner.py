@@ -17,6 +17,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from hybrida.assimilation.base import AssimilationMethod, State
+from hybrida.assimilation.variational.climatology import ClimatologySample
 from hybrida.cycle import FilterDiverged, Record, Screen, run_cycle
 from hybrida.experiment.builder import Experiment, build
 from hybrida.experiment.config import ExperimentConfig
@@ -94,6 +95,8 @@ def _method_state(method: AssimilationMethod) -> dict[str, Any]:
 
 def climatological_std(exp: Experiment) -> float:
     """sqrt of the domain-mean climatological variance: from the climatology run, else the truth series."""
+    if isinstance(exp.climatology, ClimatologySample):
+        return float(exp.climatology.variance().mean().sqrt())
     if exp.climatology is not None:
         return float(torch.diagonal(exp.climatology[1]).mean().sqrt())
     if exp.twin.truth is None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from hybrida.assimilation.variational.climatology import ClimatologySample
 from hybrida.models.base import Model
 from hybrida.observations.base import Observation
 from hybrida.observations.system import ObservationSystem
@@ -56,6 +57,26 @@ def make_twin(
         truth = truth[..., :n_state].contiguous()
     observations = [obs_system.observe(truth[k], k, generator) for k in range(1, n_cycles + 1)]
     return Twin(truth=truth, observations=observations, steps_per_cycle=obs_system.every)
+
+
+def climatology_sample(model: Model, x0: Tensor, n_steps: int, spinup: int = 0, thin: int = 1) -> ClimatologySample:
+    """The states of :func:`climatology`'s free run kept as anomalies ``(T, n)`` about their mean.
+
+    For methods that never need the dense covariance (4D-Var with a homogeneous B):
+    O(T n) memory instead of O(n²).
+    """
+    states = []
+    with torch.no_grad():
+        x = model.forecast(x0, spinup) if spinup else x0
+        for k in range(n_steps):
+            x = model.step(x, k * model.dt)
+            if k % thin == 0:
+                states.append(x)
+    if len(states) < 2:
+        raise ValueError(f"climatology: needs at least 2 states, got {len(states)} (steps {n_steps}, thin {thin})")
+    X = torch.stack(states)
+    mean = X.mean(0)
+    return ClimatologySample(mean, X - mean)
 
 
 def climatology(

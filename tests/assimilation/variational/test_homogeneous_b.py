@@ -122,3 +122,47 @@ def test_bad_input_is_named():
         FourDVar((torch.zeros(48, dtype=F64), C), B="homogeneous")
     with pytest.raises(ValueError, match="expected n=48"):
         HomogeneousB.from_covariance(C, (2, 4, 6)) @ torch.zeros(40, dtype=F64)
+
+
+@pytest.mark.parametrize("grid", [(2, 4, 6), (1, 5, 7), (3, 3, 4)])
+def test_from_anomalies_equals_from_covariance_of_the_same_sample(grid):
+    """The mean cross-periodogram of the anomalies is the spectrum of their covariance's translation average."""
+    L, ny, nx = grid
+    n, T = L * ny * nx, 17
+    X = torch.randn(T, n, generator=torch.Generator().manual_seed(1), dtype=F64)
+    X = X + 0.6 * torch.roll(X, 1, 1)  # correlated neighbours
+    A = X - X.mean(0)
+    ref = HomogeneousB.from_covariance(A.T @ A / (T - 1), grid, scale=0.7)
+    got = HomogeneousB.from_anomalies(A, grid, scale=0.7)
+    torch.testing.assert_close(got.sqrt_spectrum, ref.sqrt_spectrum, atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="anomalies must be"):
+        HomogeneousB.from_anomalies(A[:1], grid)
+
+
+def test_fourdvar_from_a_climatology_sample_equals_the_dense_climatology():
+    """The builder's anomaly path (no n x n matrix) gives 4D-Var the same B and the same analysis."""
+    from hybrida.assimilation.variational.climatology import ClimatologySample
+
+    grid, n, T = (2, 3, 4), 24, 40
+    X = torch.randn(T, n, generator=torch.Generator().manual_seed(2), dtype=F64)
+    X = X + 0.8 * torch.roll(X, 2, 1)
+    mean = X.mean(0)
+    sample = ClimatologySample(mean, X - mean)
+    dense = (mean, (X - mean).T @ (X - mean) / (T - 1))
+    model = Shift(grid)
+    g = torch.Generator().manual_seed(5)
+    xb = torch.randn(n, generator=g, dtype=F64)
+    idx = torch.randperm(n, generator=g)[:7]
+    H = torch.eye(n, dtype=F64)[idx]
+    obs = [Observation(y=torch.randn(7, generator=g, dtype=F64), operator=lambda x: x @ H.mT,
+                       error=DiagonalError(torch.full((7,), 0.5, dtype=F64)), matrix=H)]
+    window = Window(model, xb, 0.0, obs, [1], 1, 1)
+    kw = {"B": "homogeneous", "grid": list(grid), "xB": 0.8, "lag": 1, "shift": 1, "tol": 1e-13, "max_inner": 200}
+    a_dense = FourDVar(dense, **kw).analyse_window(window, None)
+    a_sample = FourDVar(sample, **kw).analyse_window(window, None)
+    torch.testing.assert_close(a_sample, a_dense, atol=1e-10 * float(a_dense.abs().max()), rtol=0)
+    assert (a_dense - xb).norm() > 0.1 * xb.norm()
+    assert FourDVar.climatology_sample_suffices({"B": "homogeneous"})
+    assert not FourDVar.climatology_sample_suffices({"B": "climatology"})
+    with pytest.raises(ValueError, match="ClimatologySample"):
+        FourDVar(sample, B="climatology")

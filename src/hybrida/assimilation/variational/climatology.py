@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -9,7 +11,23 @@ from hybrida.assimilation.base import AssimilationMethod, GaussianState, State
 from hybrida.models.base import Model
 from hybrida.observations.base import Observation
 
-__all__ = ["Climatology", "check_climatology", "check_positive", "psd_sqrt"]
+__all__ = ["Climatology", "ClimatologySample", "check_climatology", "check_positive", "psd_sqrt"]
+
+
+class ClimatologySample(NamedTuple):
+    """A climatology kept as its states' anomalies ``(T, n)`` and mean ``(n,)``, not as an (n, n) matrix.
+
+    For methods that need only products with the sample covariance, or its translation
+    average (:meth:`~hybrida.assimilation.variational.homogeneous_b.HomogeneousB.from_anomalies`):
+    memory O(T n) where the dense covariance is O(n²).
+    """
+
+    mean: Tensor
+    anomalies: Tensor
+
+    def variance(self) -> Tensor:
+        """The diagonal of the sample covariance, ``(n,)``."""
+        return self.anomalies.square().sum(0) / (self.anomalies.shape[0] - 1)
 
 
 def check_positive(name: str, value: float) -> float:

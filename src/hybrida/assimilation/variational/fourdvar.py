@@ -22,7 +22,12 @@ import torch
 from torch import Tensor
 
 from hybrida.assimilation.base import State
-from hybrida.assimilation.variational.climatology import check_climatology, check_positive, psd_sqrt
+from hybrida.assimilation.variational.climatology import (
+    ClimatologySample,
+    check_climatology,
+    check_positive,
+    psd_sqrt,
+)
 from hybrida.assimilation.variational.dfs import dfs_by_group, dfs_from_jacobian, dfs_randomized
 from hybrida.assimilation.variational.homogeneous_b import HomogeneousB
 from hybrida.assimilation.variational.minimize import gauss_newton, linearize
@@ -191,6 +196,11 @@ class FourDVar(WindowMethod):
     kind = "deterministic"
     needs_climatology = True
 
+    @staticmethod
+    def climatology_sample_suffices(params: dict) -> bool:
+        """True when ``params`` need only the climatology's anomalies (B homogeneous, no xQ): no (n, n) matrix."""
+        return params.get("B") == "homogeneous" and params.get("xQ") is None
+
     def __init__(
         self,
         climatology: tuple[Tensor, Tensor],
@@ -230,13 +240,27 @@ class FourDVar(WindowMethod):
             )
         self.max_outer, self.max_inner, self.dfs_probes = max_outer, max_inner, dfs_probes
         self.linearization = linearization
-        _, cov = check_climatology(climatology, "FourDVar")
-        self.n = cov.shape[0]
         self.B_sqrt: Tensor | HomogeneousB
+        if isinstance(climatology, ClimatologySample):  # anomalies only: no (n, n) matrix anywhere
+            if B != "homogeneous" or xQ is not None:
+                raise ValueError(
+                    "FourDVar: a ClimatologySample (anomalies, no dense covariance) serves only "
+                    "B='homogeneous' without xQ; pass (mean, cov) for B='climatology' or xQ"
+                )
+            mean, anomalies = climatology
+            self.n = mean.shape[0]
+            cov = torch.empty(self.n, 0, dtype=mean.dtype)  # n and dtype for the Q check
+        else:
+            _, cov = check_climatology(climatology, "FourDVar")
+            self.n = cov.shape[0]
         if B == "homogeneous":
             if grid is None:
                 raise ValueError("FourDVar: B='homogeneous' needs grid=[fields, ny, nx] of the periodic state")
-            self.B_sqrt = HomogeneousB.from_covariance(cov, tuple(grid), scale=self.xB)
+            self.B_sqrt = (
+                HomogeneousB.from_anomalies(anomalies, tuple(grid), scale=self.xB)
+                if isinstance(climatology, ClimatologySample)
+                else HomogeneousB.from_covariance(cov, tuple(grid), scale=self.xB)
+            )
         else:
             shape = cov if B == "climatology" else torch.eye(self.n, dtype=cov.dtype, device=cov.device)
             self.B_sqrt = psd_sqrt(self.xB * shape)

@@ -45,6 +45,13 @@ def translation_average(cov: Tensor, grid: tuple[int, int, int]) -> Tensor:
     return shifted.mean(dim=(0, 1)).permute(2, 3, 0, 1).contiguous()
 
 
+def _hermitian_sqrt(S: Tensor) -> Tensor:
+    """S^{1/2} of Hermitian positive semi-definite blocks ``(..., L, L)``; negative round-off eigenvalues set to 0."""
+    S = 0.5 * (S + S.conj().transpose(-1, -2))
+    lam, U = torch.linalg.eigh(S)
+    return (U * lam.clamp_min(0).sqrt().unsqueeze(-2).to(U.dtype)) @ U.conj().transpose(-1, -2)
+
+
 class HomogeneousB:
     """B^{1/2} of a homogeneous covariance on ``grid`` = (fields L, ny, nx), applied with ``@`` like a matrix.
 
@@ -78,10 +85,29 @@ class HomogeneousB:
         grid = _grid(tuple(grid), cov.shape[0], "HomogeneousB")
         c = translation_average(scale * cov, grid)  # (L, L, ny, nx)
         S = torch.fft.rfft2(c).conj().permute(2, 3, 0, 1)  # (ny, nx//2+1, L, L)
-        S = 0.5 * (S + S.conj().transpose(-1, -2))
-        lam, U = torch.linalg.eigh(S)
-        root = (U * lam.clamp_min(0).sqrt().unsqueeze(-2).to(U.dtype)) @ U.conj().transpose(-1, -2)
-        return cls(root, grid)
+        return cls(_hermitian_sqrt(S), grid)
+
+    @classmethod
+    def from_anomalies(
+        cls, anomalies: Tensor, grid: tuple[int, int, int] | list[int], scale: float = 1.0
+    ) -> HomogeneousB:
+        """The same B as :meth:`from_covariance` of the anomalies' sample covariance, without forming it.
+
+        With â_t = DFT(a_t) per field, S_ij(k) = Σ_t â_t,i(k) conj(â_t,j(k)) / ((T - 1) ny nx):
+        the translation-averaged covariance's spectrum is the mean cross-periodogram
+        (Wiener–Khinchin), so memory is O(T n), not O(n²) (n = 32 768 at 128×128×2).
+        """
+        if anomalies.ndim != 2 or anomalies.shape[0] < 2:
+            raise ValueError(f"HomogeneousB: anomalies must be (T >= 2, n), got shape {tuple(anomalies.shape)}")
+        if not torch.isfinite(anomalies).all():
+            raise ValueError("HomogeneousB: anomalies have NaN or infinite entries")
+        if not scale > 0:
+            raise ValueError(f"HomogeneousB: scale must be > 0, got {scale}")
+        T, n = anomalies.shape
+        L, ny, nx = _grid(tuple(grid), n, "HomogeneousB")
+        A = torch.fft.rfft2(anomalies.reshape(T, L, ny, nx))  # (T, L, ny, nxh)
+        S = torch.einsum("tiyx,tjyx->yxij", A, A.conj()) * (scale / ((T - 1) * ny * nx))
+        return cls(_hermitian_sqrt(S), (L, ny, nx))
 
     def to(self, like: Tensor) -> HomogeneousB:
         """The same operator with its spectrum on ``like``'s device and matching complex dtype."""
