@@ -50,7 +50,7 @@ def section(runs: dict[int, dict], notes: list[str], wall: float) -> str:
     lines = [
         "## QG emulator learned from a reanalysis (issue 16, part 5)",
         "",
-        "Twin of `qg/letkf64` (two-layer QG, 64×64×2, pyqg defaults, dt 2 h; truth from an independent "
+        ("Twin of `qg/letkf64` (two-layer QG, 64×64×2, pyqg defaults, dt 2 h; truth from an independent "
         "spin-up; 1024 random PV observations a day over both layers). Training: an LETKF reanalysis "
         "(N=20, loc_rad 1, infl 1.1) with the true model over the training days (first 60 dropped as "
         "burn-in, last 20% held out); `GridCNN` (periodic 2-D convolutions, 32 channels, kernels "
@@ -59,10 +59,10 @@ def section(runs: dict[int, dict], notes: list[str], wall: float) -> str:
         "LETKF's analyses after its burn-in (and, as an upper bound, from the true states); the same "
         "LETKF cycled with the emulator, with additive model noise estimated from the held-out "
         "reanalysis pairs (`evaluation.model_noise: validation`), and with the true model, on the same "
-        "observations. Errors are RMSE / climatological std (the clim. std column, PV units s⁻¹).",
+        "observations. Errors are RMSE / climatological std (the clim. std column, PV units s⁻¹)."),
         "",
-        f"**Median over {len(runs)} seed(s): the emulator's one-day forecast error from the truth is "
-        f"{one_day:.2f} × persistence's; DA rmse_a with the emulator / with the true model = {ratio:.2f}.**",
+        (f"**Median over {len(runs)} seed(s): the emulator's one-day forecast error from the truth is "
+         f"{one_day:.2f} × persistence's; DA rmse_a with the emulator / with the true model = {ratio:.2f}.**"),
         "",
         *md_table(
             ["seed", "1 day from truth: emulator", "persistence", "1 day from analyses: emulator",
@@ -94,7 +94,10 @@ def main() -> None:
         if not args.collect:
             import torch
 
-            from hybrida.experiment.surrogate_pipeline import load_surrogate_config, run_surrogate_experiment
+            from hybrida.experiment.surrogate_pipeline import (
+                load_surrogate_config,
+                run_surrogate_experiment,
+            )
 
             torch.set_num_threads(1)
             cfg = load_surrogate_config("qg_emulator", [*args.overrides, f"training.seed={seed}"])

@@ -94,7 +94,7 @@ def test_qg_emulator_beats_persistence_and_cycles_like_the_true_model(quick_run)
     """One-day forecasts from the true states: error 0.56 of persistence's trained, 0.97 with
     lr 1e-9 (untrained). LETKF rmse_a with the emulator / with the true model: 0.98 trained,
     1.91 untrained (seed 3000, 2026-12-04)."""
-    cfg, out, s = quick_run
+    _, out, s = quick_run
     assert s["n"] == 2 * 32 * 32 and s["network"] == "GridCNN"
     assert (out / "surrogate.pt").exists() and (out / "summary.json").exists()
     ratio = s["skill_cycle1_from_truth"] / s["skill_cycle1_persistence_from_truth"]

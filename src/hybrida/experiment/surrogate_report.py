@@ -42,14 +42,13 @@ def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
             "—",
         ),
         (
-            "forecast error / clim std after 1 cycle (persistence "
-            f"{f(s.get('skill_cycle1_persistence'))})",
+            f"forecast error / clim std after 1 cycle (persistence {f(s.get('skill_cycle1_persistence'))})",
             f(s.get("skill_cycle1_surrogate")),
             f(s.get("skill_cycle1_model")),
         ),
         (
-            "upper bound: the same from the truth (persistence "
-            f"{f(s.get('skill_cycle1_persistence_from_truth'))})",
+            (f"upper bound: the same from the truth (persistence "
+            f"{f(s.get('skill_cycle1_persistence_from_truth'))})"),
             f(s.get("skill_cycle1_from_truth")),
             "—",
         ),
