@@ -52,6 +52,21 @@ def test_letkf128_preset_keeps_the_64_twin_in_physical_units():
     assert c128.method.params["loc_rad"] * m128.dx == c64.method.params["loc_rad"] * m64.dx
 
 
+def test_4dvar128_preset_is_4dvar64_at_twice_the_resolution():
+    """qg/4dvar128: qg/letkf128's twin (observations, day-long windows) with qg/4dvar64's method and B."""
+    c64, c128 = ExperimentConfig(**get_preset("qg/4dvar64")), ExperimentConfig(**get_preset("qg/4dvar128"))
+    l128 = ExperimentConfig(**get_preset("qg/letkf128"))
+    m128 = build_model(c128)
+    assert m128.n == 2 * 128 * 128 and c128.method.params["grid"] == [2, 128, 128]
+    assert c128.observations == l128.observations and c128.model == l128.model
+    assert m128.dt * c128.observations.every == DAY
+    same = ("B", "xB", "linearization", "max_outer", "max_inner")
+    assert {k: c128.method.params[k] for k in same} == {k: c64.method.params[k] for k in same}
+    clim64, clim128 = c64.climatology, c128.climatology
+    assert clim128.steps * m128.dt == clim64.steps * build_model(c64).dt  # 500 days both
+    assert clim128.thin * m128.dt == clim64.thin * build_model(c64).dt == DAY
+
+
 def test_small_letkf_twin_beats_climatology():
     """Scaled-down qg/letkf64: rmse_a well below the truth's climatological std (independent truth)."""
     res = run_experiment(ExperimentConfig(**_small({"name": "letkf", "params": {"N": 10, "infl": 1.1,
