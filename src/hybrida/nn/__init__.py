@@ -17,6 +17,7 @@ from hybrida.nn.mlp import ResidualMLP
 from hybrida.nn.polyconv import PolyConv
 from hybrida.nn.registry import NETWORKS, register_network
 from hybrida.nn.score import ScoreNet
+from hybrida.nn.subgrid_cnn import PeriodicFCNN
 
 __all__ = [
     "NETWORKS",
@@ -24,6 +25,7 @@ __all__ = [
     "GridCNN",
     "L2SNet",
     "PeriodicAutoencoder",
+    "PeriodicFCNN",
     "PolyConv",
     "ResidualCNN",
     "ResidualMLP",
