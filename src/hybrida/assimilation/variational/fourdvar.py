@@ -155,7 +155,9 @@ class FourDVar(WindowMethod):
     doubly periodic grid (``grid=[fields, ny, nx]``, e.g. the QG model's
     ``[2, 64, 64]``) ``B="homogeneous"`` takes the climatology's translation
     average, applied by FFT (:class:`~hybrida.assimilation.variational.homogeneous_b.HomogeneousB`):
-    no n x n square root, which at n = 8192 would cost an 8192² eigendecomposition. Windows slide as in
+    no n x n square root, which at n = 8192 would cost an 8192² eigendecomposition; given a
+    :class:`~hybrida.assimilation.variational.climatology.ClimatologySample` (the climatology's
+    anomalies) it needs no n x n matrix at all (the builder passes one then). Windows slide as in
     :class:`~hybrida.assimilation.window.WindowMethod` (``lag`` cycles,
     ``shift`` observations per analysis; ``lag=0`` is 3D-Var). ``max_outer``
     bounds the Gauss–Newton relinearisations, ``max_inner`` the CG iterations
