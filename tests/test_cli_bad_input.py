@@ -182,11 +182,13 @@ def test_ten_billion_cycles_exceed_any_machine():
 
 
 def test_a_dense_climatology_too_large_for_the_machine_is_refused_before_its_run(monkeypatch):
-    """4D-Var on a 128x128x2 QG state would need three 32768^2 matrices (26 GB): one-line error, no run."""
+    """4D-Var with the dense climatological B on a 128x128x2 QG state would need three 32768^2
+    matrices (26 GB): one-line error, no run (B homogeneous keeps anomalies and needs none)."""
     from hybrida.experiment import builder
     from hybrida.experiment.memory import check_climatology_memory
 
-    big = load_config("qg/4dvar64", ["model.params.nx=128", "method.params.grid=[2,128,128]"])
+    big = load_config("qg/4dvar64", ["model.params.nx=128", "method.params.grid=[2,128,128]",
+                                     "method.params.B=climatology"])
     with pytest.raises(ConfigError, match=r"'4dvar' needs the dense \(32768, 32768\) climatological covariance, "
                                           r"about 25.8 GB"):
         check_climatology_memory(big, n=32768, available=24 * 10**9)
