@@ -99,6 +99,8 @@ ENTRIES = [
     Entry("reproduce", "reproduce/qg_4dvar.py", ("--cycles", "2", "--no-write"), "", "about 25 min at load 6"),
     Entry("scaling", "scaling/letkf_flops.py", ("--quick", "--threads", "1", "--output", "-"), "--cycles 1",
           "about 10 min (the n=10^6 eigh rows dominate)"),
+    Entry("learn", "learn/qg_emulator.py", ("--quick", "--out", "runs/qg_emulator_quick", "--output", "-"),
+          "--seeds 0 --out runs/qg_emulator", "about 37 min per seed at load 5 (reanalysis 13, training 8)"),
     Entry("learn", "learn/qg_subgrid.py", ("--quick", "--out", "runs/qg_subgrid_quick", "--output", "-"),
           "--seeds 1 --out runs/qg_subgrid", "about 17 CPU-min per seed (52 min wall at load 5)"),
 ]

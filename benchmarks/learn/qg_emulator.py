@@ -83,6 +83,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[1], help="training seeds")
     ap.add_argument("--out", default="runs/qg_emulator", help="one folder per seed: OUT/seedS")
     ap.add_argument("--collect", action="store_true", help="only read OUT/seedS/summary.json")
+    ap.add_argument("--quick", action="store_true", help="the preset's 32x32 quick variant (smoke run)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--note", action="append", default=[])
     add_output_args(ap, SECTION)
@@ -100,7 +101,10 @@ def main() -> None:
             )
 
             torch.set_num_threads(1)
-            cfg = load_surrogate_config("qg_emulator", [*args.overrides, f"training.seed={seed}"])
+            from hybrida.experiment.surrogate_config import quick_overrides
+
+            quick = quick_overrides("qg_emulator") if args.quick else []
+            cfg = load_surrogate_config("qg_emulator", [*quick, *args.overrides, f"training.seed={seed}"])
             run_surrogate_experiment(cfg, out, progress=lambda m, s=seed: print(f"[seed {s}] {m}", flush=True))
         runs[seed] = json.loads((out / "summary.json").read_text())
     body = section(runs, args.note, time.perf_counter() - t0)

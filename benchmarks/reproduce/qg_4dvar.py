@@ -9,8 +9,8 @@ against the truth's climatological std, CG iterations, CPU seconds per cycle.
     .venv/bin/python benchmarks/reproduce/qg_4dvar.py       # qg/4dvar64, ~6 CPU-minutes
     .venv/bin/python benchmarks/reproduce/qg_4dvar.py --preset qg/4dvar128
 
-One row per preset; each run's row is kept in ``qg_4dvar_rows.json`` beside this
-script, so the section shows the latest row of every preset run so far.
+One row per preset; each written run's row is kept in ``qg_4dvar_rows.json`` beside
+this script (not with ``--no-write``), so the section shows the latest row of every preset.
 """
 
 from __future__ import annotations
@@ -77,9 +77,10 @@ def main(argv: list[str] | None = None) -> None:
     }
     rows = json.loads(ROWS.read_text()) if ROWS.exists() else {}
     rows[args.preset] = row
-    tmp = ROWS.with_suffix(".tmp")
-    tmp.write_text(json.dumps(rows, indent=1) + "\n")
-    tmp.replace(ROWS)
+    if output_path(args) is not None:  # smoke runs (--no-write) leave the cached rows alone
+        tmp = ROWS.with_suffix(".tmp")
+        tmp.write_text(json.dumps(rows, indent=1) + "\n")
+        tmp.replace(ROWS)
     write(rows, args, argv)
 
 

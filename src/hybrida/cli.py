@@ -340,12 +340,23 @@ def learn_surrogate(
     ] = None,
     no_plots: Annotated[bool, typer.Option("--no-plots", help="skip the PNG figures")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress display")] = False,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="the preset's scaled-down variant (minutes; presets that have one)")
+    ] = False,
 ) -> None:
     """Train a surrogate on truth / reanalysis / the DA-ML loop and compare it with the true model.
 
     Writes surrogate.pt, summary.json, table.md, config.yaml and plots.
     """
-    _run_surrogate(source, set_ or [], seed, out, no_plots, quiet)
+    overrides = set_ or []
+    if quick:
+        from hybrida.experiment.surrogate_config import quick_overrides
+
+        try:
+            overrides = [*quick_overrides(source), *overrides]
+        except ConfigError as err:
+            raise fail(str(err)) from None
+    _run_surrogate(source, overrides, seed, out, no_plots, quiet)
 
 
 @learn_app.command("presets")

@@ -7,32 +7,14 @@ import math
 import pytest
 import torch
 
+from hybrida.experiment.surrogate_config import QUICK as SURROGATE_QUICK
 from hybrida.experiment.surrogate_pipeline import load_surrogate_config, run_surrogate_experiment
 from hybrida.learn.train import auto_loss_scale, fit
 from hybrida.models.surrogate import SurrogateModel
 from hybrida.nn import NETWORKS, GridCNN
 
-#: the qg_emulator preset scaled down to 32x32x2, one year of spin-up, 70 reanalysis days
-QUICK = [
-    "experiment.model.params.nx=32",
-    "experiment.truth_model.params.nx=32",
-    "experiment.model.params.spinup_time=31104000",
-    "experiment.truth_model.params.spinup_time=31104000",
-    "experiment.observations.params.p=256",
-    "experiment.burn_in=864000",
-    "training.train_cycles=80",
-    "training.epochs=30",
-    "training.time_limit_s=120",
-    "network.params.channels=[16,16,16]",
-    "network.params.kernels=[5,3,3,3]",
-    "evaluation.test_cycles=24",
-    "evaluation.burn_in_cycles=4",
-    "evaluation.initial_std=1e-6",
-    "evaluation.lead=432000",
-    "evaluation.n_starts=6",
-    "evaluation.lyapunov_steps=10",
-    "evaluation.lyapunov_transient=2",
-]
+#: the qg_emulator preset scaled down to 32x32x2 (`hybrida learn surrogate qg_emulator --quick`)
+QUICK = SURROGATE_QUICK["qg_emulator"]
 
 
 def test_grid_cnn_is_registered_translation_equivariant_and_checks_shapes():
@@ -102,3 +84,14 @@ def test_qg_emulator_beats_persistence_and_cycles_like_the_true_model(quick_run)
     assert s["rmse_ratio"] < 1.5, s["rmse_ratio"]
     for key in ("rmse_a_model", "skill_cycle1_surrogate", "skill_cycle1_model", "skill_cycle1_persistence"):
         assert math.isfinite(s[key]) and s[key] > 0, key
+
+
+def test_cli_quick_names_the_presets_that_have_one(tmp_path):
+    from typer.testing import CliRunner
+
+    from hybrida.cli import app
+
+    res = CliRunner().invoke(app, ["learn", "surrogate", "demo", "--quick", "--out", str(tmp_path / "d")])
+    assert res.exit_code == 2, res.output
+    assert "has no quick variant" in res.output and "qg_emulator" in res.output
+    assert not (tmp_path / "d").exists()

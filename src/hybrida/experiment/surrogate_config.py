@@ -335,6 +335,42 @@ DESCRIPTIONS: dict[str, str] = {
 }
 
 
+#: ``--quick`` variants (minutes, for tests and smoke runs): overrides applied on top of the preset
+QUICK: dict[str, list[str]] = {
+    # 32x32x2 with one year of spin-up, 70 reanalysis days, a 3-layer CNN: ~1-2 min on 2 cores
+    "qg_emulator": [
+        "experiment.model.params.nx=32",
+        "experiment.truth_model.params.nx=32",
+        "experiment.model.params.spinup_time=31104000",
+        "experiment.truth_model.params.spinup_time=31104000",
+        "experiment.observations.params.p=256",
+        "experiment.burn_in=864000",
+        "training.train_cycles=80",
+        "training.epochs=30",
+        "training.time_limit_s=120",
+        "network.params.channels=[16,16,16]",
+        "network.params.kernels=[5,3,3,3]",
+        "evaluation.test_cycles=24",
+        "evaluation.burn_in_cycles=4",
+        "evaluation.initial_std=1e-6",
+        "evaluation.lead=432000",
+        "evaluation.n_starts=6",
+        "evaluation.lyapunov_steps=10",
+        "evaluation.lyapunov_transient=2",
+    ],
+}
+
+
+def quick_overrides(preset: str) -> list[str]:
+    """The ``--quick`` overrides of a surrogate preset, or a ConfigError naming those that have one."""
+    if preset not in QUICK:
+        raise ConfigError(
+            f"--quick: the surrogate preset '{preset}' has no quick variant; presets with one: "
+            f"{', '.join(sorted(QUICK))}"
+        )
+    return list(QUICK[preset])
+
+
 def read_surrogate_source(source: str | Path | dict[str, Any] | None) -> dict[str, Any]:
     """The raw config dict of a surrogate preset name, a YAML path, or a dict (may hold ``preset:``)."""
     if source is None:
