@@ -53,6 +53,11 @@ def observation_bytes(obs_system: Any, x: torch.Tensor) -> int:
     return _tensor_bytes(obs)
 
 
+def _item_bytes(config: ExperimentConfig) -> int:
+    """Bytes per number in ``config``'s dtype."""
+    return torch.finfo(getattr(torch, config.dtype)).bits // 8
+
+
 def estimate_run_memory(
     config: ExperimentConfig, n: int, n_truth: int, obs_bytes: int, ensemble: int | None
 ) -> int:
@@ -62,7 +67,7 @@ def estimate_run_memory(
     tensor bytes of one observation; ``ensemble``: members stored per record
     (``store_members``), else None.
     """
-    item = torch.finfo(getattr(torch, config.dtype)).bits // 8
+    item = _item_bytes(config)
     truth = item * (2 * n_truth + n)
     records = item * 4 * n + (item * n * ensemble if ensemble else 0)
     return config.cycles * (truth + obs_bytes + records + OBJECT_BYTES_PER_CYCLE)
@@ -83,7 +88,7 @@ def check_climatology_memory(config: ExperimentConfig, n: int, available: int | 
     available = available_memory() if available is None else available
     if not available:
         return
-    item = torch.finfo(getattr(torch, config.dtype)).bits // 8
+    item = _item_bytes(config)
     need = CLIMATOLOGY_COPIES * item * n * n
     if need > MEMORY_SHARE * available:
         raise ConfigError(

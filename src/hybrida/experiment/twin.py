@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -59,22 +60,39 @@ def make_twin(
     return Twin(truth=truth, observations=observations, steps_per_cycle=obs_system.every)
 
 
+def _free_run_blocks(
+    model: Model, x0: Tensor, n_steps: int, spinup: int, thin: int, chunk: int
+) -> Iterator[Tensor]:
+    """The states after steps 1, 1 + thin, ... of a free run from ``x0``, stacked ``chunk`` at a time.
+
+    Run it under ``torch.no_grad()`` (a grad-mode switch inside a generator would leak to the caller).
+    """
+    x = model.forecast(x0, spinup) if spinup else x0
+    block: list[Tensor] = []
+    for k in range(n_steps):
+        x = model.step(x, k * model.dt)
+        if k % thin == 0:
+            block.append(x)
+        if block and (len(block) == chunk or k == n_steps - 1):
+            yield torch.stack(block)
+            block = []
+
+
+def _too_few(count: int, n_steps: int, thin: int) -> ValueError:
+    return ValueError(f"climatology: needs at least 2 states, got {count} (steps {n_steps}, thin {thin})")
+
+
 def climatology_sample(model: Model, x0: Tensor, n_steps: int, spinup: int = 0, thin: int = 1) -> ClimatologySample:
     """The states of :func:`climatology`'s free run kept as anomalies ``(T, n)`` about their mean.
 
     For methods that never need the dense covariance (4D-Var with a homogeneous B):
     O(T n) memory instead of O(n²).
     """
-    states = []
     with torch.no_grad():
-        x = model.forecast(x0, spinup) if spinup else x0
-        for k in range(n_steps):
-            x = model.step(x, k * model.dt)
-            if k % thin == 0:
-                states.append(x)
-    if len(states) < 2:
-        raise ValueError(f"climatology: needs at least 2 states, got {len(states)} (steps {n_steps}, thin {thin})")
-    X = torch.stack(states)
+        blocks = list(_free_run_blocks(model, x0, n_steps, spinup, thin, chunk=max(n_steps, 1)))
+    X = torch.cat(blocks) if blocks else x0.new_zeros(0, x0.shape[-1])
+    if X.shape[0] < 2:
+        raise _too_few(X.shape[0], n_steps, thin)
     mean = X.mean(0)
     return ClimatologySample(mean, X - mean)
 
@@ -90,26 +108,18 @@ def climatology(
     """
     count, mean, m2 = 0, None, None
     with torch.no_grad():
-        x = model.forecast(x0, spinup) if spinup else x0
-        block: list[Tensor] = []
-        for k in range(n_steps):
-            x = model.step(x, k * model.dt)
-            if k % thin == 0:
-                block.append(x)
-            if block and (len(block) == chunk or k == n_steps - 1):
-                b = torch.stack(block)
-                block = []
-                b_mean = b.mean(0)
-                anomalies = b - b_mean
-                b_m2 = anomalies.mT @ anomalies
-                if mean is None:
-                    count, mean, m2 = b.shape[0], b_mean, b_m2
-                    continue
-                total = count + b.shape[0]
-                delta = b_mean - mean
-                m2 = m2 + b_m2 + torch.outer(delta, delta) * (count * b.shape[0] / total)
-                mean = mean + delta * (b.shape[0] / total)
-                count = total
+        for b in _free_run_blocks(model, x0, n_steps, spinup, thin, chunk):
+            b_mean = b.mean(0)
+            anomalies = b - b_mean
+            b_m2 = anomalies.mT @ anomalies
+            if mean is None:
+                count, mean, m2 = b.shape[0], b_mean, b_m2
+                continue
+            total = count + b.shape[0]
+            delta = b_mean - mean
+            m2 = m2 + b_m2 + torch.outer(delta, delta) * (count * b.shape[0] / total)
+            mean = mean + delta * (b.shape[0] / total)
+            count = total
     if mean is None or count < 2:
-        raise ValueError(f"climatology: needs at least 2 states, got {count} (steps {n_steps}, thin {thin})")
+        raise _too_few(count, n_steps, thin)
     return mean, m2 / (count - 1)

@@ -113,12 +113,17 @@ class WindowProblem:
         return 0.5 * (z * z).sum() + 0.5 * (r * r).sum()
 
 
-def _check_Q(Q: object, xQ: float | None, cov: Tensor) -> tuple[Tensor | float | None, object]:
-    """Square root of the model-error covariance per cycle: None, a scalar, or an (n, n) SPD tensor."""
-    n = cov.shape[0]
+def _check_Q(
+    Q: object, xQ: float | None, n: int, dtype: torch.dtype, cov: Tensor | None
+) -> tuple[Tensor | float | None, object]:
+    """Square root of the model-error covariance per cycle: None, a scalar, or an (n, n) SPD tensor.
+
+    ``cov``: the dense climatological covariance that ``xQ`` scales (None: the caller
+    has only its anomalies and refuses ``xQ`` itself).
+    """
     if Q is not None and xQ is not None:
         raise ValueError("FourDVar: give either Q or xQ (Q = xQ * climatological cov), not both")
-    if xQ is not None:
+    if xQ is not None:  # the caller has refused xQ without a dense cov
         return math.sqrt(check_positive("FourDVar: xQ", xQ)) * psd_sqrt(cov), xQ
     if Q is None:
         return None, None
@@ -128,7 +133,7 @@ def _check_Q(Q: object, xQ: float | None, cov: Tensor) -> tuple[Tensor | float |
     Qt = torch.as_tensor(Q)
     if Qt.ndim == 0:
         return math.sqrt(check_positive("FourDVar: Q", float(Qt))), float(Qt)
-    Qt = Qt.to(cov.dtype)
+    Qt = Qt.to(dtype)
     if Qt.shape != (n, n):
         raise ValueError(
             f"FourDVar: Q must be a scalar or have shape ({n}, {n}), got {tuple(Qt.shape)}"
@@ -250,11 +255,10 @@ class FourDVar(WindowMethod):
                     "B='homogeneous' without xQ; pass (mean, cov) for B='climatology' or xQ"
                 )
             mean, anomalies = climatology
-            self.n = mean.shape[0]
-            cov = torch.empty(self.n, 0, dtype=mean.dtype)  # n and dtype for the Q check
+            cov = None
         else:
-            _, cov = check_climatology(climatology, "FourDVar")
-            self.n = cov.shape[0]
+            mean, cov = check_climatology(climatology, "FourDVar")
+        self.n = mean.shape[0]
         if B == "homogeneous":
             if grid is None:
                 raise ValueError("FourDVar: B='homogeneous' needs grid=[fields, ny, nx] of the periodic state")
@@ -266,7 +270,7 @@ class FourDVar(WindowMethod):
         else:
             shape = cov if B == "climatology" else torch.eye(self.n, dtype=cov.dtype, device=cov.device)
             self.B_sqrt = psd_sqrt(self.xB * shape)
-        self.Q_sqrt, self.Q = _check_Q(Q, xQ, cov)
+        self.Q_sqrt, self.Q = _check_Q(Q, xQ, self.n, mean.dtype, cov)
         self._diag: dict[str, object] = {}
         # analysed forcings of the last window (weak constraint): (t_start, eta_0, ...)
         self._forcing: tuple[float, list[Tensor]] | None = None
