@@ -12,7 +12,8 @@ from torch import Tensor
 
 from hybrida import registry
 from hybrida.assimilation.base import AssimilationMethod, State
-from hybrida.experiment.config import ConfigError, ExperimentConfig
+from hybrida.device import move_attributes
+from hybrida.experiment.config import ConfigError, ExperimentConfig, check_device
 from hybrida.experiment.memory import check_climatology_memory, check_run_memory, observation_bytes
 from hybrida.experiment.twin import Twin, climatology, climatology_sample, make_twin
 from hybrida.models.base import Model
@@ -224,6 +225,8 @@ def prepare(config: ExperimentConfig, observations: list[Observation] | None = N
             "initial.center: 'truth' needs a nature run; with observations from a file use 'reference'"
         )
     dtype = getattr(torch, config.dtype)
+    check_device(config.device)  # an ExperimentConfig built in Python skipped validate_config's check
+    device = torch.device(config.device)
     model = build_model(config)
     truth_model = build_truth_model(config, model)
     check_against_model(config, model)
@@ -238,16 +241,23 @@ def prepare(config: ExperimentConfig, observations: list[Observation] | None = N
 
     if not hasattr(model, "initial_state"):
         raise ConfigError(f"model.name: {type(model).__name__} has no initial_state(dtype)")
-    x_ref = model.initial_state(dtype)
+    # the run lives on config.device: the true start and the reference state are moved there, and the
+    # nature run, observations, climatology (B) and initial ensemble follow them; the draws stay on the
+    # CPU generators and are moved, so every device sees the same random numbers
+    x_ref = model.initial_state(dtype).to(device)
     # an imperfect-model truth starts on its own attractor
-    x0 = truth_model.initial_state(dtype) if truth_model is not model else x_ref.clone()
+    x0 = truth_model.initial_state(dtype).to(device) if truth_model is not model else x_ref.clone()
     if config.initial.truth_std > 0:
         x0 = x0 + config.initial.truth_std * torch.randn(
             x0.shape, generator=gens["truth"], dtype=dtype
-        )
+        ).to(device)
     # before the climatology run and the truth: refuse a run that cannot fit in memory
     check_run_memory(config, model.n, truth_model.n, observation_bytes(obs_system, x_ref))
     method, clim = build_method(config, model, x_ref)
+    # tensors a method or QC check made at construction (a B from its params, taper tables) join the run
+    move_attributes(method, device)
+    if qc is not None:
+        move_attributes(qc, device)
     if qc is not None and getattr(qc, "B", False) is None:
         qc.B = getattr(method, "B", None)  # a single-state method's static B gives the check its HBH^T
     return Prepared(config, model, truth_model, obs_system, method, qc, gens, seeds, x_ref, x0, clim)

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hybrida import registry
+from hybrida.device import check_available, parse_device
 
 
 class ConfigError(ValueError):
@@ -191,11 +192,22 @@ class ExperimentConfig(_Strict):
         None, description="quality control of the observations before each analysis (none by default)"
     )
     dtype: Literal["float64", "float32"] = Field("float64", description="tensor dtype")
+    device: str = Field(
+        "cpu",
+        description="torch device the run computes on: cpu, cuda, cuda:K or mps (truth, observations, "
+        "ensembles and B are created there; random numbers are drawn on the CPU and moved, so the draws "
+        "are the same on every device); results are written from the CPU",
+    )
     store_members: bool = Field(False, description="write the analysis members to results.nc")
     checkpoint_every: int = Field(0, ge=0, description="cycles between checkpoints; 0 = off")
     threads: int = Field(
         0, ge=0, description="torch intra-op threads; 0 = automatic (1 for small states, else all)"
     )
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v: str) -> str:
+        return parse_device(v)
 
     @model_validator(mode="after")
     def _semantics(self) -> ExperimentConfig:
@@ -255,9 +267,19 @@ def validate_config(data: dict[str, Any]) -> ExperimentConfig:
             f"config: expected a mapping of keys to values, got {type(data).__name__}"
         )
     try:
-        return ExperimentConfig.model_validate(data)
+        config = ExperimentConfig.model_validate(data)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err)) from None
+    check_device(config.device)
+    return config
+
+
+def check_device(device: str) -> None:
+    """A one-line :class:`ConfigError` when torch cannot use ``device`` here (it lists the available ones)."""
+    try:
+        check_available(device)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from hybrida.assimilation.base import AssimilationMethod, State
 from hybrida.assimilation.variational.climatology import ClimatologySample
 from hybrida.cycle import FilterDiverged, Record, Screen, run_cycle
+from hybrida.device import to_device
 from hybrida.experiment.builder import Experiment, build
 from hybrida.experiment.config import ExperimentConfig
 from hybrida.innovations import summarize_innovations
@@ -270,12 +271,13 @@ def _run(
         if ckpt_path is None:
             raise ValueError("resume=True needs an out_dir holding a checkpoint")
         if ckpt_path.exists():
-            ckpt = load_checkpoint(ckpt_path, run_digest)
-            state, records = ckpt.state, list(ckpt.records)
+            ckpt = load_checkpoint(ckpt_path, run_digest)  # read onto the CPU: the state goes back to the run's device
+            device = torch.device(config.device)
+            state, records = to_device(ckpt.state, device), list(ckpt.records)
             gen.set_state(ckpt.generators["analysis"])
             torch.set_rng_state(ckpt.generators["torch_global"])
             if ckpt.method_state:
-                vars(exp.method).update(ckpt.method_state)
+                vars(exp.method).update(to_device(ckpt.method_state, device))
             start, wall_before, resumed_from = ckpt.cycle + 1, ckpt.wall_s, ckpt.cycle
         else:
             log.warning("no checkpoint in %s; starting from cycle 1", out)

@@ -107,8 +107,9 @@ def draw_errors(net: Observation, n_cycles: int, generator: torch.Generator) -> 
     err = net.error
     if type(err) is DiagonalError:  # sample() is randn(p) * sqrt(var): scale all cycles in one product
         var = err.variance
-        z = [torch.randn(err.p, generator=generator, dtype=var.dtype, device=var.device) for _ in range(n_cycles)]
-        return torch.stack(z) * var.sqrt()
+        device = generator.device  # draw where the generator lives (the same numbers on every device)
+        z = [torch.randn(err.p, generator=generator, dtype=var.dtype, device=device) for _ in range(n_cycles)]
+        return torch.stack(z).to(var.device) * var.sqrt()
     return torch.stack([err.sample((), generator) for _ in range(n_cycles)])
 
 
@@ -187,7 +188,7 @@ def _run(configs: list[ExperimentConfig], progress: bool) -> list[dict[str, Any]
     B = len(exps)
     method, model = exps[0].method, exps[0].model
     dtype = exps[0].initial.dtype
-    method.infl = torch.tensor([e.method.infl for e in exps], dtype=dtype).view(B, 1, 1)
+    method.infl = torch.tensor([e.method.infl for e in exps], dtype=dtype, device=exps[0].initial.device).view(B, 1, 1)
     E = torch.stack([e.initial for e in exps])  # (B, N, n)
     steps, K, dt = exps[0].twin.steps_per_cycle, configs[0].cycles, model.dt
     scores, oks, means_f, means_a, n_obs = [], [], [], [], []
@@ -309,7 +310,9 @@ def _build_batch(configs: list[ExperimentConfig]) -> Batch:
         return Batch(exps, truth)
     for net in nets[1:]:
         _check_same_network(nets[0], net)
+    # drawn where the networks are built (the CPU generators' device), then the networks join the run's device
     noise = torch.stack([draw_errors(net, K, p.generators["truth"]) for net, p in zip(nets, preps)], 1).to(x0)
+    nets = [net.to_device(x0.device) for net in nets]
     inline = truth_inline(preps)
     if inline:
         truth = torch.full((K + 1, *x0.shape), math.nan, dtype=x0.dtype, device=x0.device)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -66,6 +66,26 @@ class Observation:
             n=self.n,
         )
 
+    def to_device(self, device: torch.device | str) -> Observation:
+        """These observations with ``y``, R, locations, H and indices on ``device`` (itself when already there).
+
+        The operator follows its input's device; a run on a GPU moves each cycle's
+        network there once, so the analysis sees one device.
+        """
+        device = torch.device(device)
+
+        def move(t: Tensor | None) -> Tensor | None:
+            return t if t is None or t.device == device else t.to(device)
+
+        stored = self.stored_matrix
+        here = [t for t in (self.y, self.locations, stored, self.indices) if t is not None]
+        if all(t.device == device for t in here) and self.error.to_device(device) is self.error:
+            return self
+        return replace(
+            self, y=move(self.y), error=self.error.to_device(device), locations=move(self.locations),
+            matrix=move(stored), indices=move(self.indices),
+        )
+
     @property
     def stored_matrix(self) -> Tensor | None:
         """The matrix given at construction (None for a selection stored as indices)."""
@@ -85,8 +105,8 @@ def selection_matrix(indices: Tensor, n: int, dtype: torch.dtype = torch.float64
             "this method needs H as a matrix: use an ensemble method (ETKF, LETKF, EnKF), "
             "which apply H by index, or fewer variables"
         )
-    matrix = torch.zeros(p, n, dtype=dtype)
-    matrix[torch.arange(p), indices.to(torch.long)] = 1.0
+    matrix = torch.zeros(p, n, dtype=dtype, device=indices.device)
+    matrix[torch.arange(p, device=indices.device), indices.to(torch.long)] = 1.0
     return matrix
 
 

@@ -49,10 +49,23 @@ class ErrorModel(ABC):
         """Number of observations."""
         return self.variance.shape[-1]
 
+    def to_device(self, device: torch.device | str) -> ErrorModel:
+        """This error model with its tensors on ``device`` (itself when they are there already)."""
+        return self
+
     @property
     def std(self) -> Tensor:
         """Observation-error standard deviations sqrt(diag R) (p,)."""
         return self.variance.sqrt()
+
+
+def _draw(shape: tuple[int, ...], generator: torch.Generator | None, like: Tensor) -> Tensor:
+    """N(0, 1) draws on the generator's device (a CPU generator on a GPU run), moved to ``like``'s device.
+
+    Drawing where the generator lives keeps the numbers the same on every device.
+    """
+    device = generator.device if generator is not None else like.device
+    return torch.randn(shape, generator=generator, dtype=like.dtype, device=device).to(like.device)
 
 
 class DiagonalError(ErrorModel):
@@ -78,8 +91,12 @@ class DiagonalError(ErrorModel):
         return d / self._var.to(d).sqrt()
 
     def sample(self, shape, generator=None):
-        z = torch.randn(*shape, self.p, generator=generator, dtype=self._var.dtype, device=self._var.device)
+        z = _draw((*shape, self.p), generator, self._var)
         return z * self._var.sqrt()
+
+    def to_device(self, device):
+        device = torch.device(device)
+        return self if self._var.device == device else DiagonalError(self._var.to(device))
 
     def subset(self, idx):
         return DiagonalError(self._var[idx])
@@ -119,8 +136,16 @@ class CorrelatedError(ErrorModel):
         return torch.linalg.solve_triangular(L, d.unsqueeze(-1), upper=False).squeeze(-1)
 
     def sample(self, shape, generator=None):
-        z = torch.randn(*shape, self.p, generator=generator, dtype=self._cov.dtype, device=self._cov.device)
+        z = _draw((*shape, self.p), generator, self._cov)
         return z @ self._chol.mT
+
+    def to_device(self, device):
+        device = torch.device(device)
+        if self._cov.device == device:
+            return self
+        moved = object.__new__(CorrelatedError)  # the Cholesky factor moves with R, not recomputed
+        moved._cov, moved._chol = self._cov.to(device), self._chol.to(device)
+        return moved
 
     def subset(self, idx):
         return CorrelatedError(self._cov[idx][:, idx])

@@ -28,8 +28,12 @@ class ObservationSystem(ABC):
     def observe(
         self, x_true: Tensor, cycle: int, generator: torch.Generator | None = None
     ) -> Observation:
-        """Sample observations of the true state ``x_true`` (n,) at ``cycle``."""
+        """Sample observations of the true state ``x_true`` (n,) at ``cycle``, on ``x_true``'s device.
+
+        The errors are drawn where the network is built (with a CPU generator: on the CPU), so a
+        run on a GPU observes the same numbers; the network then moves to the truth's device.
+        """
         net = self.network(cycle, generator)
         y = net.operator(x_true) + net.error.sample((), generator).to(x_true)
         net.y = y
-        return net
+        return net.to_device(x_true.device)

@@ -80,7 +80,7 @@ class BiasAugmentedEnsemble(AugmentedEnsemble):
     def prior_parameters(self, dtype: torch.dtype, generator: torch.Generator | None) -> Tensor:
         """``(N, m)`` draws of N(beta0, beta_std^2 I)."""
         z = torch.randn(self.N, self.n_params, generator=generator, dtype=dtype)
-        return self.beta0.to(dtype) + self.beta_std * z
+        return self.beta0.to(dtype) + self.beta_std * z.to(self.beta0.device)
 
     def forecast(self, model: Model, state: State, n_steps: int, t0: float = 0.0) -> State:
         """Forecast x of every member; the coefficients persist."""
