@@ -106,7 +106,7 @@ class RandomGridObs(ObservationSystem):
 
     def _draw(self, generator: torch.Generator | None) -> Tensor:
         """Sorted state indices of ``p`` points drawn without replacement."""
-        device = generator.device if generator is not None else torch.device("cpu")
+        device = generator.device if generator is not None else None  # None: torch's default device
         cols = self.ny * self.nx
         k = torch.randperm(len(self.layers) * cols, generator=generator, device=device)[: self.p].cpu()
         layer = torch.tensor(self.layers)[k // cols]

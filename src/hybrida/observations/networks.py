@@ -204,7 +204,7 @@ class RandomSubsetObs(_Network):
 
     def network(self, cycle: int, generator: torch.Generator | None = None) -> Observation:
         """A fresh random subset of ``p`` sorted indices drawn with ``generator``."""
-        device = generator.device if generator is not None else torch.device("cpu")
+        device = generator.device if generator is not None else None  # None: torch's default device
         idx = torch.randperm(self.n, generator=generator, device=device)[: self.p].sort().values.cpu()
         return self._index_observation(idx, cycle, self._std_for(self.p, idx))
 

@@ -75,7 +75,7 @@ def missing_flags(obs: Observation) -> Tensor:
 def _reject(obs: Observation, flags: Tensor, bad: Tensor, code: int) -> tuple[Observation, Tensor]:
     """Set y to NaN and the flag to ``code`` where ``bad`` (only on observations still good)."""
     bad = bad & (flags == QC_GOOD)
-    flags = torch.where(bad, torch.tensor(code, dtype=torch.int8), flags)
+    flags = torch.where(bad, torch.tensor(code, dtype=torch.int8, device=flags.device), flags)
     return replace(obs, y=torch.where(bad.to(obs.y.device), torch.nan, obs.y), matrix=obs.stored_matrix, meta=dict(obs.meta)), flags
 
 
@@ -136,7 +136,7 @@ class BackgroundCheck:
     def screen(self, obs: Observation, prior: State) -> tuple[Observation, Tensor]:
         flags = missing_flags(obs)
         d, s, _ = normalised_innovations(obs, prior, self.B)
-        bad = (d.abs() > self.k * s).cpu() & torch.isfinite(d).cpu()
+        bad = ((d.abs() > self.k * s) & torch.isfinite(d)).to(flags.device)
         return _reject(obs, flags, bad, QC_BACKGROUND)
 
 
@@ -211,7 +211,7 @@ class LearnedGrossErrorDetector(nn.Module):
     def screen(self, obs: Observation, prior: State) -> tuple[Observation, Tensor]:
         flags = missing_flags(obs)
         prob = self.probability(obs, prior)
-        bad = (prob > self.threshold).cpu()
+        bad = (prob > self.threshold).to(flags.device)
         return _reject(obs, flags, bad, QC_LEARNED)
 
     def save(self, path: str | Path) -> None:

@@ -142,5 +142,5 @@ def enks(
                     if j0 < k:
                         smoothed[j0:k] = _rotate(smoothed[j0:k], omega)
             filtered[k] = smoothed[k] = E
-    times = t0 + dt * steps_per_cycle * torch.arange(K + 1, dtype=E0.dtype)
+    times = t0 + dt * steps_per_cycle * torch.arange(K + 1, dtype=E0.dtype, device=E0.device)
     return EnKSResult(filtered=filtered, smoothed=smoothed, times=times, n_obs=n_obs, lag=lag)

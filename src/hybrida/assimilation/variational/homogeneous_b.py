@@ -125,7 +125,8 @@ class HomogeneousB:
 
     def dense_sqrt(self) -> Tensor:
         """B^{1/2} as an n x n matrix (small grids: tests and diagnostics)."""
-        eye = torch.eye(self.n, dtype=torch.float64 if self.sqrt_spectrum.dtype == torch.complex128 else torch.float32)
+        real = torch.float64 if self.sqrt_spectrum.dtype == torch.complex128 else torch.float32
+        eye = torch.eye(self.n, dtype=real, device=self.sqrt_spectrum.device)
         return (self @ eye).T
 
     def variance(self) -> Tensor:

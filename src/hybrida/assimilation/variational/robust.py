@@ -139,4 +139,4 @@ def varqc_flags(weights: Tensor, valid: Tensor, threshold: float = 0.5) -> Tenso
     flags = torch.where(valid, 0, 1).to(torch.int8)
     bad = torch.zeros_like(valid)
     bad[valid] = weights.to(valid.device) < threshold
-    return torch.where(bad, torch.tensor(4, dtype=torch.int8), flags)
+    return torch.where(bad, torch.tensor(4, dtype=torch.int8, device=flags.device), flags)
