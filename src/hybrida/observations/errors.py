@@ -96,7 +96,11 @@ class DiagonalError(ErrorModel):
 
     def to_device(self, device):
         device = torch.device(device)
-        return self if self._var.device == device else DiagonalError(self._var.to(device))
+        if self._var.device == device:
+            return self
+        moved = object.__new__(DiagonalError)  # checked already: no second validation (a GPU sync)
+        moved._var = self._var.to(device)
+        return moved
 
     def subset(self, idx):
         return DiagonalError(self._var[idx])
