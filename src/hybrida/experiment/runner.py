@@ -112,6 +112,10 @@ def climatological_std(exp: Experiment) -> float:
 LOST_RATIO = 4.0
 
 
+#: the per-cycle scores whose time means (after burn-in) a summary reports
+SCORE_NAMES = ("rmse_a", "rmse_f", "spread_a", "spread_f", "crps_a")
+
+
 def summarize(
     config: ExperimentConfig,
     records: list[Record],
@@ -125,6 +129,36 @@ def summarize(
 ) -> dict[str, Any]:
     """Time means after burn-in (REFERENCES conventions), innovation statistics and the divergence verdict.
 
+    The records' scores after ``config.burn_in`` go to :func:`summarize_scores`.
+    """
+    scored = [r for r in records if r.time > config.burn_in]
+    return summarize_scores(
+        config,
+        {name: [getattr(r, name) for r in scored] for name in SCORE_NAMES},
+        has_truth=any(r.truth is not None for r in scored),
+        innovations=[r.innovation for r in scored if r.innovation is not None],
+        n_cycles=len(records),
+        wall_s=wall_s, build_s=build_s, clim_std=clim_std,
+        diverged_cycle=diverged_cycle, diverged_reason=diverged_reason, N=N,
+    )
+
+
+def summarize_scores(
+    config: ExperimentConfig,
+    scores: dict[str, list[float]],
+    *,
+    has_truth: bool,
+    innovations: list,
+    n_cycles: int,
+    wall_s: float,
+    build_s: float,
+    clim_std: float,
+    diverged_cycle: int | None,
+    diverged_reason: str,
+    N: int | None,
+) -> dict[str, Any]:
+    """The summary of a run from its scored cycles' series ``scores[name]`` (names: ``SCORE_NAMES``).
+
     Without a truth the rmse/CRPS means are NaN and divergence is only a
     non-finite forecast or analysis; the innovation statistics
     (:func:`hybrida.innovations.summarize_innovations`: ``omb_rms``,
@@ -136,26 +170,21 @@ def summarize(
     rmse_a, and this makes such episodes visible (NaN for methods without
     spread).
     """
-    scored = [r for r in records if r.time > config.burn_in]
-    with_spread = [r for r in scored if r.spread_a > 0]
+    n_scored = len(scores["rmse_a"])
+    with_spread = [(e, s) for e, s in zip(scores["rmse_a"], scores["spread_a"], strict=True) if s > 0]
     lost_fraction = (
-        sum(r.rmse_a > LOST_RATIO * r.spread_a for r in with_spread) / len(with_spread)
-        if with_spread
-        else math.nan
+        sum(e > LOST_RATIO * s for e, s in with_spread) / len(with_spread) if with_spread else math.nan
     )
 
     def mean(name: str) -> float:
-        if not scored:
-            return math.nan
-        return float(sum(getattr(r, name) for r in scored) / len(scored))
+        return float(sum(scores[name]) / n_scored) if n_scored else math.nan
 
     rmse_a = mean("rmse_a")
     spread_a = mean("spread_a")
     diverged = diverged_cycle is not None
     reason = diverged_reason
     exempt = config.method.name == "climatology"  # it *is* the climatological reference
-    has_truth = any(r.truth is not None for r in scored)
-    if not diverged and scored and not exempt and has_truth:
+    if not diverged and n_scored and not exempt and has_truth:
         if not math.isfinite(rmse_a):
             diverged, reason = True, "time-mean rmse_a is not finite"
         elif rmse_a > clim_std:
@@ -179,12 +208,12 @@ def summarize(
         "diverged": diverged,
         "diverged_cycle": diverged_cycle,
         "diverged_reason": reason,
-        "n_cycles": len(records),
+        "n_cycles": n_cycles,
         "cycles": config.cycles,
-        "n_scored": len(scored),
+        "n_scored": n_scored,
         "burn_in": config.burn_in,
         "truth": has_truth,
-        **summarize_innovations([r.innovation for r in scored if r.innovation is not None]),
+        **summarize_innovations(innovations),
     }
 
 

@@ -27,10 +27,14 @@ from torch import Tensor
 
 from hybrida import metrics
 from hybrida.assimilation.base import AssimilationMethod
-from hybrida.cycle import Record
 from hybrida.experiment.builder import Experiment, prepare
 from hybrida.experiment.config import ConfigError, ExperimentConfig
-from hybrida.experiment.runner import climatological_std, summarize, torch_threads
+from hybrida.experiment.runner import (
+    SCORE_NAMES,
+    climatological_std,
+    summarize_scores,
+    torch_threads,
+)
 from hybrida.experiment.twin import Twin, nature_run
 from hybrida.observations.base import Observation
 from hybrida.observations.errors import DiagonalError
@@ -191,7 +195,7 @@ def _run(configs: list[ExperimentConfig], progress: bool) -> list[dict[str, Any]
     method.infl = torch.tensor([e.method.infl for e in exps], dtype=dtype, device=exps[0].initial.device).view(B, 1, 1)
     E = torch.stack([e.initial for e in exps])  # (B, N, n)
     steps, K, dt = exps[0].twin.steps_per_cycle, configs[0].cycles, model.dt
-    scores, oks, means_f, means_a, n_obs = [], [], [], [], []
+    scores, oks = [], []
     t0 = time.perf_counter()
     for k in tqdm(range(1, K + 1), disable=not progress, desc=f"{B} runs", unit="cycle", leave=False):
         if batch.inline:
@@ -212,20 +216,18 @@ def _run(configs: list[ExperimentConfig], progress: bool) -> list[dict[str, Any]
             metrics.spread_about_mean(Ef, mean_f), metrics.spread_about_mean(Ea, mean_a),
         )))
         oks.append(ok)
-        means_f.append(mean_f)
-        means_a.append(mean_a)
-        n_obs.append(obs.p)
         if not bool(ok.all()):  # keep the batch's linear algebra finite; those runs are over
             Ea = torch.where(ok.view(B, 1, 1), Ea, truth[k].unsqueeze(-2).expand_as(Ea))
         E = Ea
     wall = (time.perf_counter() - t0) / B
     batch.finish_twins()
-    records, diverged = _records(truth, scores, oks, means_f, means_a, n_obs, steps * dt)
+    series, diverged = _score_series(scores, oks, steps * dt, [c.burn_in for c in configs])
     out = []
     for b, (config, exp) in enumerate(zip(configs, exps)):
         cyc = diverged[b]
-        summary = summarize(
-            config, records[b], wall_s=wall, build_s=build_s, clim_std=climatological_std(exp),
+        summary = summarize_scores(
+            config, series[b], has_truth=True, innovations=[], n_cycles=K if cyc is None else cyc - 1,
+            wall_s=wall, build_s=build_s, clim_std=climatological_std(exp),
             diverged_cycle=cyc, diverged_reason="" if cyc is None else f"non-finite state at cycle {cyc}",
             N=getattr(exp.method, "N", None),
         )
@@ -234,37 +236,30 @@ def _run(configs: list[ExperimentConfig], progress: bool) -> list[dict[str, Any]
     return out
 
 
-def _records(
-    truth: Tensor, scores: list[Tensor], oks: list[Tensor], means_f: list[Tensor], means_a: list[Tensor],
-    n_obs: list[int], cycle_dt: float,
-) -> tuple[list[list[Record]], list[int | None]]:
-    """Each run's :class:`Record` per cycle up to its divergence, and the cycle at which it diverged (or None).
+def _score_series(
+    scores: list[Tensor], oks: list[Tensor], cycle_dt: float, burn_ins: list[float],
+) -> tuple[list[dict[str, list[float]]], list[int | None]]:
+    """Each run's scored series (``SCORE_NAMES`` after burn-in, up to its divergence) and divergence cycle.
 
-    ``scores[k - 1]`` is ``(4, B)``: rmse_f, rmse_a, spread_f, spread_a of cycle k.
+    ``scores[k - 1]`` is ``(4, B)``: rmse_f, rmse_a, spread_f, spread_a of cycle k; the
+    vectorised runs compute no CRPS (NaN, as :func:`~hybrida.cycle.run_cycle` without
+    probabilistic scores).
     """
-    K = len(scores)
-    if K == 0:
-        return [[] for _ in range(truth.shape[1])], [None] * truth.shape[1]
+    if not scores:
+        return [{name: [] for name in SCORE_NAMES} for _ in burn_ins], [None] * len(burn_ins)
     S = torch.stack(scores).tolist()  # (K, 4, B) as nested lists: one read-out
     ok = torch.stack(oks).tolist()
-    mf, ma = torch.stack(means_f), torch.stack(means_a)
-    B = len(ok[0])
-    records: list[list[Record]] = [[] for _ in range(B)]
-    diverged: list[int | None] = [None] * B
+    K, B = len(S), len(ok[0])
+    series, diverged = [], []
     for b in range(B):
-        x_b, f_b, a_b = truth[1:, b].unbind(0), mf[:, b].unbind(0), ma[:, b].unbind(0)
-        rec = records[b]
-        for i in range(K):
-            if not ok[i][b]:
-                diverged[b] = i + 1
-                break
-            s = S[i]
-            rec.append(Record(
-                cycle=i + 1, time=(i + 1) * cycle_dt, truth=x_b[i], prior_mean=f_b[i], posterior_mean=a_b[i],
-                rmse_f=s[0][b], rmse_a=s[1][b], spread_f=s[2][b], spread_a=s[3][b], crps_a=math.nan,
-                n_obs=n_obs[i],
-            ))
-    return records, diverged
+        first = next((i for i in range(K) if (i + 1) * cycle_dt > burn_ins[b]), K)  # as Record.time > burn_in
+        last = next((i for i in range(K) if not ok[i][b]), None)
+        diverged.append(None if last is None else last + 1)
+        rows = range(first, K if last is None else last)
+        rmse_f, rmse_a, spread_f, spread_a = ([S[i][j][b] for i in rows] for j in range(4))
+        series.append({"rmse_f": rmse_f, "rmse_a": rmse_a, "spread_f": spread_f, "spread_a": spread_a,
+                       "crps_a": [math.nan] * len(rows)})
+    return series, diverged
 
 
 def truth_inline(preps: list) -> bool:
