@@ -186,3 +186,17 @@ def test_cuda_vectorised_sweep_matches_cpu():
 
     for c, g in zip(run_vectorized(runs("cpu")), run_vectorized(runs("cuda"))):
         assert abs(c["rmse_a"] - g["rmse_a"]) < 1e-10 and abs(c["spread_a"] - g["spread_a"]) < 1e-10
+
+
+@needs_cuda
+def test_cuda_assimilates_an_observation_file_as_the_cpu(tmp_path):
+    """Observations read from a file (on the CPU) join the run's device."""
+    from hybrida.experiment.assimilate import assimilate_file
+
+    cfg = load_config("lorenz96/sakov2008", SMALL)
+    run_experiment(cfg, tmp_path / "twin", progress=False, write_observations_file=True)
+    path = tmp_path / "twin" / "observations.nc"
+    cpu = assimilate_file(cfg, path, tmp_path / "cpu", progress=False)
+    gpu = assimilate_file(cfg.model_copy(update={"device": "cuda"}), path, tmp_path / "gpu", progress=False)
+    assert gpu.final_state.device.type == "cuda"
+    torch.testing.assert_close(_means(gpu).cpu(), _means(cpu), rtol=0, atol=1e-10)

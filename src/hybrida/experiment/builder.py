@@ -277,5 +277,10 @@ def build(config: ExperimentConfig, observations: list[Observation] | None = Non
         n_state = p.model.n if p.truth_model.n > p.model.n else None
         twin = make_twin(p.truth_model, p.obs_system, p.x0, config.cycles, p.generators["truth"], n_state=n_state)
     else:
-        twin = Twin(truth=None, observations=list(observations), steps_per_cycle=config.observations.every)
+        # observations read from a file sit on the CPU: they join the run's device (a no-op on the CPU)
+        device = p.x_ref.device
+        twin = Twin(
+            truth=None, observations=[o.to_device(device) for o in observations],
+            steps_per_cycle=config.observations.every,
+        )
     return p.experiment(twin)

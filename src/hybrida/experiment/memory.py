@@ -21,8 +21,12 @@ MEMORY_SHARE = 0.5
 OBJECT_BYTES_PER_CYCLE = 8192
 
 
-def available_memory() -> int | None:
-    """Bytes of RAM available now: psutil when installed, else the free pages (None if unknown)."""
+def available_memory(device: str | None = None) -> int | None:
+    """Bytes available now: RAM (psutil when installed, else the free pages; None if unknown), or the
+    free memory of a CUDA ``device`` (``torch.cuda.mem_get_info``), where a run on it keeps its tensors.
+    """
+    if device is not None and torch.device(device).type == "cuda":
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
     try:
         import psutil
     except ImportError:
@@ -33,6 +37,11 @@ def available_memory() -> int | None:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
+
+
+def _available(config: ExperimentConfig) -> int | None:
+    """:func:`available_memory` where the run keeps its tensors (RAM for a CPU run)."""
+    return available_memory() if torch.device(config.device).type == "cpu" else available_memory(config.device)
 
 
 def _tensor_bytes(obj: Any, depth: int = 1) -> int:
@@ -85,7 +94,7 @@ def check_climatology_memory(config: ExperimentConfig, n: int, available: int | 
     ``CLIMATOLOGY_COPIES`` x n² numbers (n = 32 768, a 128×128×2 QG state: 26 GB), which
     a machine of 24 GB cannot hold; refuse before the long climatology run, not after it.
     """
-    available = available_memory() if available is None else available
+    available = _available(config) if available is None else available
     if not available:
         return
     item = _item_bytes(config)
@@ -115,7 +124,7 @@ def check_run_memory(
     ``obs_bytes``: see :func:`observation_bytes`; ``available`` defaults to
     :func:`available_memory`.
     """
-    available = available_memory() if available is None else available
+    available = _available(config) if available is None else available
     if not available:
         return
     N = config.method.params.get("N") if config.store_members else None
