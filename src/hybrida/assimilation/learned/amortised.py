@@ -143,8 +143,8 @@ def grid_observations(obs: Observation, n: int) -> tuple[Tensor, Tensor]:
         if bool((R - torch.diag(torch.diagonal(R))).abs().max() > 0):
             raise ValueError("AmortisedFilter: needs uncorrelated observation errors (diagonal R)")
         var = torch.diagonal(R)
-    y = torch.full((n,), math.nan, dtype=obs.y.dtype)
-    w = torch.zeros(n, dtype=obs.y.dtype)
+    y = torch.full((n,), math.nan, dtype=obs.y.dtype, device=obs.y.device)
+    w = torch.zeros(n, dtype=obs.y.dtype, device=obs.y.device)
     valid = torch.isfinite(obs.y)
     y[idx[valid]] = obs.y[valid]
     w[idx[valid]] = var.to(obs.y)[valid].rsqrt()

@@ -353,11 +353,12 @@ class FourDVarNet(LearnedAnalysis):
     def reconstruct_window(self, rows: list[Tensor]) -> Tensor:
         """Reconstruction (window x every, n) from the observation rows of the last len(rows) cycles."""
         T = self.window * self.every
-        dtype = next(self.solver.parameters()).dtype
-        y = torch.full((T, self.n), math.nan, dtype=dtype)
+        weight = next(self.solver.parameters())  # the window is built where the solver runs
+        dtype = weight.dtype
+        y = torch.full((T, self.n), math.nan, dtype=dtype, device=weight.device)
         first = self.window - len(rows)
         for i, r in enumerate(rows):
-            y[(first + i + 1) * self.every - 1] = r.detach().cpu().to(dtype)
+            y[(first + i + 1) * self.every - 1] = r.detach().to(device=weight.device, dtype=dtype)
         z, m = torch.nan_to_num((y - self.mean) / self.std, nan=0.0), torch.isfinite(y).to(dtype)
         z, m = z.unsqueeze(0), m.unsqueeze(0)
         with torch.no_grad():

@@ -257,7 +257,7 @@ def _sample(
     gamma: float, eta: float, cov: Literal["sda", "tweedie"], clip: float | None, generator: torch.Generator | None,
 ) -> Tensor:
     B, d = z.shape[0], z[0].numel()
-    grid = torch.linspace(1.0, 0.0, steps + 1, dtype=z.dtype)
+    grid = torch.linspace(1.0, 0.0, steps + 1, dtype=z.dtype, device=z.device)
     for i in range(steps):
         t, s = grid[i].expand(B), grid[i + 1].expand(B)
         (mu_t, sig_t), (mu_s, sig_s) = vp_schedule(grid[i]), vp_schedule(grid[i + 1])

@@ -114,7 +114,7 @@ class GeneratedEnsembleETKF(LearnedAnalysis):
         if hist is None or hist.shape[0] != E.shape[0] or not torch.equal(hist[:, -1], E):
             hist = E.unsqueeze(1)  # a new experiment (or a state from elsewhere): only the current states
         L, n = self.prior.length, self.prior.n
-        y = torch.full((E.shape[0], L, n), math.nan, dtype=E.dtype)
+        y = torch.full((E.shape[0], L, n), math.nan, dtype=E.dtype, device=E.device)
         y[:, L - 1 - hist.shape[1]:L - 1] = hist
         members = sample_each(self.prior, y, self.history_std, steps=self.steps, gamma=self.gamma,
                               generator=self.generator)[:, -1].to(E)
