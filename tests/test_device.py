@@ -200,3 +200,25 @@ def test_cuda_assimilates_an_observation_file_as_the_cpu(tmp_path):
     gpu = assimilate_file(cfg.model_copy(update={"device": "cuda"}), path, tmp_path / "gpu", progress=False)
     assert gpu.final_state.device.type == "cuda"
     torch.testing.assert_close(_means(gpu).cpu(), _means(cpu), rtol=0, atol=1e-10)
+
+
+@needs_cuda
+def test_cuda_resume_from_a_checkpoint_continues_on_the_gpu(tmp_path):
+    """A checkpoint is read onto the CPU; the resumed state (and adaptive inflation) go back to the GPU."""
+    sets = ["cycles=12", "burn_in=0", "device=cuda", "method.params.adaptive=true"]
+    full = run_experiment(load_config("lorenz96/sakov2008", sets), tmp_path / "full", progress=False)
+    cfg = load_config("lorenz96/sakov2008", [*sets, "checkpoint_every=5"])
+
+    class Crash(Exception):
+        pass
+
+    def crash(record, state):
+        if record.cycle == 7:
+            raise Crash
+
+    with pytest.raises(Crash):
+        run_experiment(cfg, tmp_path / "run", progress=False, callback=crash)
+    resumed = run_experiment(cfg, tmp_path / "run", resume=True, progress=False)
+    assert resumed.resumed_from == 5 and resumed.final_state.device.type == "cuda"
+    torch.testing.assert_close(_means(resumed)[5:].cpu(), _means(full)[5:].cpu(), rtol=0, atol=1e-12)
+    assert (tmp_path / "run" / "results.nc").exists()
