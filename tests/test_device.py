@@ -72,6 +72,16 @@ def test_a_config_built_in_python_is_checked_before_the_run(monkeypatch):
         run_experiment(cfg, progress=False)
 
 
+def test_the_surrogate_pipeline_says_it_runs_on_the_cpu_only(monkeypatch):
+    from hybrida.experiment.surrogate_config import load_surrogate_config
+
+    assert load_surrogate_config(None, ["experiment.device=cpu"]).twin_config().device == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match=r"experiment.device: the surrogate pipeline runs on the CPU only, got 'cuda'"):
+        load_surrogate_config(None, ["experiment.device=cuda"])
+
+
 # --- the CLI: one line, exit 2, nothing written -----------------------------------------------
 
 

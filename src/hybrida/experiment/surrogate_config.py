@@ -221,6 +221,11 @@ class SurrogateExperimentConfig(_Strict):
     @model_validator(mode="after")
     def _semantics(self) -> SurrogateExperimentConfig:
         exp = self.twin_config()  # raises with experiment.* field names
+        if exp.device != "cpu":  # training, reanalysis and diagnostics are not threaded to a device yet
+            raise ValueError(
+                f"experiment.device: the surrogate pipeline runs on the CPU only, got {exp.device!r}; "
+                "remove it (`hybrida run` and sweeps take a device)"
+            )
         dt = build_model(exp).dt * exp.observations.every
         lead = round(self.evaluation.lead / dt)
         if lead < 1 or lead + 1 >= self.evaluation.test_cycles:
