@@ -82,6 +82,17 @@ def test_the_surrogate_pipeline_says_it_runs_on_the_cpu_only(monkeypatch):
         load_surrogate_config(None, ["experiment.device=cuda"])
 
 
+def test_a_sweep_carries_the_device_to_every_run(monkeypatch):
+    from hybrida.experiment.sweep import expand, load_sweep
+
+    spec = {"name": "d", "base": "lorenz63/sakov2012", "set": {"cycles": 4, "burn_in": 0, "device": "cpu"},
+            "seeds": [1, 2]}
+    assert [r.config.device for r in expand(load_sweep(spec))] == ["cpu", "cpu"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="device: 'cuda' is not available"):
+        expand(load_sweep({**spec, "set": {**spec["set"], "device": "cuda"}}))
+
+
 # --- the CLI: one line, exit 2, nothing written -----------------------------------------------
 
 
