@@ -48,15 +48,15 @@ def grid_observations_of(
     diagonal R) of ``truth[:, k]`` with noise drawn from ``generator``.
     """
     S, T1, n = truth.shape
-    y = torch.full((S, T1 - 1, n), math.nan, dtype=truth.dtype)
-    std = torch.full((n,), math.nan, dtype=truth.dtype)
+    y = torch.full((S, T1 - 1, n), math.nan, dtype=truth.dtype, device=truth.device)
+    std = torch.full((n,), math.nan, dtype=truth.dtype, device=truth.device)
     for k in range(1, T1):
         net = obs_system.network(k, generator)
         if net.matrix is None:
             raise ValueError("grid_observations_of: the network must observe state components (obs.matrix set)")
-        idx = net.matrix.argmax(-1)
+        idx = net.matrix.argmax(-1).to(truth.device)
         s = net.error.cov.diagonal().sqrt().to(truth)
-        noise = torch.randn(S, idx.numel(), generator=generator, dtype=truth.dtype)
+        noise = torch.randn(S, idx.numel(), generator=generator, dtype=truth.dtype).to(truth.device)
         y[:, k - 1, idx] = truth[:, k, idx] + s * noise
         std[idx] = s
     if bool(torch.isnan(std).any()):

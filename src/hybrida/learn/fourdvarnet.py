@@ -55,13 +55,14 @@ def observe_windows(
         raise ValueError(f"observe_windows: frac must lie in (0, 1], got {frac}")
     *lead, T, n = truth.shape
     p = max(1, round(frac * n))
-    times = torch.arange(every - 1, T, every)
-    keys = torch.rand((*lead, len(times), n), generator=generator, dtype=truth.dtype)
+    times = torch.arange(every - 1, T, every, device=truth.device)
+    # drawn on the generator's device (the CPU), then moved: the same windows on every device
+    keys = torch.rand((*lead, len(times), n), generator=generator, dtype=truth.dtype).to(truth.device)
     picked = keys.argsort(-1)[..., :p]
     sub = torch.zeros_like(keys).scatter_(-1, picked, 1.0)
     mask = torch.zeros_like(truth)
     mask[..., times, :] = sub
-    noise = sigma * torch.randn(truth.shape, generator=generator, dtype=truth.dtype)
+    noise = sigma * torch.randn(truth.shape, generator=generator, dtype=truth.dtype).to(truth.device)
     y = torch.where(mask > 0, truth + noise, torch.full_like(truth, math.nan))
     return y, mask
 

@@ -131,7 +131,7 @@ class OnlineCorrectionEnsemble(AugmentedEnsemble):
     def prior_parameters(self, dtype: torch.dtype, generator: torch.Generator | None) -> Tensor:
         """``(N, P)`` weights drawn from N(theta_mean, theta_std^2 I)."""
         z = torch.randn(self.N, self.n_params, generator=generator, dtype=dtype)
-        return self.theta_mean.to(dtype) + self.theta_std * z
+        return self.theta_mean.to(dtype) + self.theta_std * z.to(self.theta_mean.device)
 
     def forecast(self, model: Model, state: State, n_steps: int, t0: float = 0.0) -> State:
         """Each member advanced by the hybrid model with its own weights; weights persist."""

@@ -223,8 +223,8 @@ def fit_score(
         if time.perf_counter() - wall0 > max_seconds:
             break
         idx = torch.randint(z_tr.shape[0], (batch,), generator=gen)
-        t = torch.rand(batch, generator=gen, dtype=dtype)
-        eps = torch.randn((batch, *z_tr.shape[1:]), generator=gen, dtype=dtype)
+        t = torch.rand(batch, generator=gen, dtype=dtype).to(z_tr.device)
+        eps = torch.randn((batch, *z_tr.shape[1:]), generator=gen, dtype=dtype).to(z_tr.device)
         loss = denoising_loss(net, z_tr[idx], t, eps)
         opt.zero_grad()
         loss.backward()
