@@ -125,7 +125,8 @@ def run_cycle(
         t = k * steps_per_cycle * dt
         # a forecast that overflowed (e.g. an unstable surrogate) is a divergence, not an input
         # for the analysis, whose linear algebra would fail on inf/NaN with its own error
-        if not bool(torch.isfinite(state_mean(prior)).all()):
+        mean_f = state_mean(prior)
+        if not bool(torch.isfinite(mean_f).all()):
             raise FilterDiverged(k, f"{type(method).__name__}: forecast became non-finite at cycle {k}")
         received = observations[k - 1]
         obs, flags = qc.screen(received, prior) if qc is not None else (received, missing_flags(received))
@@ -138,8 +139,7 @@ def run_cycle(
             raise FilterDiverged(k, f"{type(method).__name__}: analysis became non-finite at cycle {k}")
         # scores compare the physical state: an augmented state [x, theta]
         # (parameter estimation) is cut to the truth's size
-        mean_a = mean_a[..., :n]
-        mean_f = state_mean(prior)[..., :n]
+        mean_a, mean_f = mean_a[..., :n], mean_f[..., :n]
         members = state_members(posterior)
         members = None if members is None else members[..., :n]
         x_true = truth[k] if truth is not None else None

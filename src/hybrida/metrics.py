@@ -44,8 +44,8 @@ def crps_ensemble(members: Tensor, truth: Tensor) -> Tensor:
     N = members.shape[-2]
     term1 = (members - truth.unsqueeze(-2)).abs().mean(-2)
     xs, _ = torch.sort(members, dim=-2)
-    i = torch.arange(1, N + 1, dtype=members.dtype, device=members.device)
-    weights = (2 * i - N - 1).view(*([1] * (members.ndim - 2)), N, 1)
+    weights = torch.arange(1 - N, N, 2, dtype=members.dtype, device=members.device)  # 2i - N - 1, i = 1..N
+    weights = weights.view(*([1] * (members.ndim - 2)), N, 1)
     term2 = (weights * xs).sum(-2) / (N * N)
     return (term1 - term2).mean(-1)
 
