@@ -302,7 +302,7 @@ def _run(
         if ckpt_path.exists():
             ckpt = load_checkpoint(ckpt_path, run_digest)  # read onto the CPU: the state goes back to the run's device
             device = torch.device(config.device)
-            state, records = to_device(ckpt.state, device), list(ckpt.records)
+            state, records = to_device(ckpt.state, device), [to_device(r, device) for r in ckpt.records]
             gen.set_state(ckpt.generators["analysis"])
             torch.set_rng_state(ckpt.generators["torch_global"])
             if ckpt.method_state:
