@@ -76,6 +76,22 @@ def test_power_spectrum_peak_parseval_and_distance():
     assert spectrum_log_distance(10 * (s + 1e-3), s + 1e-3) == pytest.approx(1.0)
 
 
+def test_layered_2d_power_spectrum_is_isotropic_by_rings():
+    ny, nx = 16, 16
+    yy, xx = torch.meshgrid(torch.arange(ny, dtype=torch.float64), torch.arange(nx, dtype=torch.float64), indexing="ij")
+    # waves (3, 4) and (5, 0) have the same total wavenumber 5: one ring
+    w1 = torch.cos(2 * math.pi * (3 * yy + 4 * xx) / ny)
+    w2 = torch.cos(2 * math.pi * 5 * yy / ny)
+    states = torch.stack([torch.stack([w1, 2 * w1]).reshape(-1), torch.stack([w2, 2 * w2]).reshape(-1)])
+    s = power_spectrum(states, grid=(2, ny, nx))
+    assert s.shape == (9,) and int(s.argmax()) == 5
+    # Parseval per ring: the time-and-layer mean of sum x^2 (both waves lie inside the kept rings)
+    torch.testing.assert_close(s.sum(), (states.reshape(2, 2, -1) ** 2).sum(-1).mean())
+    torch.testing.assert_close(s[5], s.sum())
+    with pytest.raises(ValueError, match="does not hold"):
+        power_spectrum(states, grid=(2, 16, 15))
+
+
 def test_taylor_and_adjoint_tests_on_true_model(l96_run):
     m, traj = l96_run
     assert adjoint_test(m, traj[-1], n_steps=5) < 1e-12

@@ -130,8 +130,10 @@ def diagnose(ev, surrogate, tw, analyses, art) -> dict[str, Any]:
     x0 = test_truth[starts[: min(4, S)]]
     free = dg.free_run(surrogate, x0, T)
     finite = bool(torch.isfinite(free).all())
-    spec_truth = dg.power_spectrum(test_truth)
-    spec_sur = dg.power_spectrum(free) if finite else torch.full_like(spec_truth, math.nan)
+    # a layered 2-D model (QG) gets its isotropic spectrum; a 1-D one the spectrum along its ring
+    grid = (model.nz, model.ny, model.nx) if all(hasattr(model, a) for a in ("nz", "ny", "nx")) else None
+    spec_truth = dg.power_spectrum(test_truth, grid)
+    spec_sur = dg.power_spectrum(free, grid) if finite else torch.full_like(spec_truth, math.nan)
     out |= {
         "free_run_finite": finite,
         "spectrum_log_distance": dg.spectrum_log_distance(spec_sur, spec_truth)

@@ -142,15 +142,32 @@ def leading_lyapunov(
     return float(lam.mean())
 
 
-def power_spectrum(trajectory: Tensor) -> Tensor:
-    """Time-mean spatial power spectrum |rfft(x)|^2 / n over the last axis, shape (n // 2 + 1,).
+def power_spectrum(trajectory: Tensor, grid: tuple[int, int, int] | None = None) -> Tensor:
+    """Time-mean spatial power spectrum, averaged over every leading index (times, members).
 
-    Averaged over every leading index (times, members); wavenumber 0 holds
-    the squared spatial mean.
+    1-D (``grid`` None): |rfft(x)|^2 / n over the last axis, shape (n // 2 + 1,).
+    Layered 2-D (``grid`` = (layers, ny, nx), the state flattened layer by layer):
+    the isotropic spectrum, |fft2|^2 / (ny nx) summed over rings of integer total
+    wavenumber round(sqrt(k_x^2 + k_y^2)) = 0 .. min(ny, nx) // 2 and averaged
+    over layers, so that a 2-D model's spectra compare ring by ring. Wavenumber 0
+    holds the squared spatial mean.
     """
-    n = trajectory.shape[-1]
-    spec = torch.fft.rfft(trajectory, dim=-1).abs() ** 2 / n
-    return spec.reshape(-1, spec.shape[-1]).mean(0)
+    if grid is None:
+        n = trajectory.shape[-1]
+        spec = torch.fft.rfft(trajectory, dim=-1).abs() ** 2 / n
+        return spec.reshape(-1, spec.shape[-1]).mean(0)
+    layers, ny, nx = (int(v) for v in grid)
+    if layers * ny * nx != trajectory.shape[-1]:
+        raise ValueError(f"power_spectrum: grid {tuple(grid)} does not hold a state of size {trajectory.shape[-1]}")
+    fields = trajectory.reshape(-1, layers, ny, nx)
+    power = (torch.fft.fft2(fields).abs() ** 2 / (ny * nx)).mean((0, 1))  # (ny, nx)
+    ky = torch.fft.fftfreq(ny, d=1.0 / ny, dtype=torch.float64, device=power.device)
+    kx = torch.fft.fftfreq(nx, d=1.0 / nx, dtype=torch.float64, device=power.device)
+    ring = torch.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2).round().long().reshape(-1)
+    kmax = min(ny, nx) // 2
+    keep = ring <= kmax  # the corners beyond the largest full ring are left out
+    out = torch.zeros(kmax + 1, dtype=power.dtype, device=power.device)
+    return out.index_add_(0, ring[keep], power.reshape(-1)[keep])
 
 
 def spectrum_log_distance(spec: Tensor, reference: Tensor, skip_mean: bool = True) -> float:
