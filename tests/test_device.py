@@ -157,6 +157,9 @@ def test_observe_puts_the_network_on_the_truths_device():
         assert obs.locations.is_meta and obs.indices.is_meta
         cpu = system.observe(x, 1, torch.Generator().manual_seed(0))
         assert cpu.to_device("cpu") is cpu and not cpu.y.is_meta
+    flagged = IdentityObs(6).observe(x, 1, gen)
+    flagged.meta = {**flagged.meta, "gross": torch.zeros(6, dtype=torch.bool)}
+    assert flagged.to_device("meta").meta["gross"].is_meta and not flagged.meta["gross"].is_meta
 
 
 # --- runs ------------------------------------------------------------------------------------

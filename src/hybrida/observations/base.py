@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 
+from hybrida.device import to_device
 from hybrida.observations.errors import ErrorModel
 
 Operator = Callable[[Tensor], Tensor]
@@ -79,11 +80,12 @@ class Observation:
 
         stored = self.stored_matrix
         here = [t for t in (self.y, self.locations, stored, self.indices) if t is not None]
-        if all(t.device == device for t in here) and self.error.to_device(device) is self.error:
+        meta = to_device(self.meta, device)  # e.g. a gross-error mask, a bias
+        if all(t.device == device for t in here) and self.error.to_device(device) is self.error and meta is self.meta:
             return self
         return replace(
             self, y=move(self.y), error=self.error.to_device(device), locations=move(self.locations),
-            matrix=move(stored), indices=move(self.indices),
+            matrix=move(stored), indices=move(self.indices), meta=meta,
         )
 
     @property
