@@ -42,6 +42,11 @@ def test_unknown_names_are_a_pydantic_error_naming_the_field(name):
         load_config("lorenz63/sakov2012", [f"device={name!r}" if name else "device=''"])
 
 
+def test_mps_needs_float32():
+    with pytest.raises(ConfigError, match="device: 'mps' has no float64 tensors; set dtype: float32"):
+        load_config("lorenz63/sakov2012", ["device=mps"])
+
+
 def test_default_is_cpu_and_always_available():
     assert ExperimentConfig().device == "cpu"
     assert available_devices()[0] == "cpu" and check_available("cpu") == "cpu"

@@ -211,6 +211,8 @@ class ExperimentConfig(_Strict):
 
     @model_validator(mode="after")
     def _semantics(self) -> ExperimentConfig:
+        if self.device == "mps" and self.dtype == "float64":
+            raise ValueError("device: 'mps' has no float64 tensors; set dtype: float32 (or device: cpu)")
         dt = self.model.params.get("dt")
         if isinstance(dt, (int, float)) and dt > 0:
             total = self.cycles * self.observations.every * dt
