@@ -101,6 +101,8 @@ ENTRIES = [
           "about 10 min (the n=10^6 eigh rows dominate)"),
     Entry("learn", "learn/qg_emulator.py", ("--quick", "--out", "runs/qg_emulator_quick", "--output", "-"),
           "--seeds 0 --out runs/qg_emulator", "about 37 min per seed at load 5 (reanalysis 13, training 8)"),
+    Entry("scaling", "scaling/gpu_letkf.py", ("--quick",), "--cycles 4 --qg-cycles 20",
+          "needs a CUDA device; without one it says so and exits 0 at once"),
     Entry("learn", "learn/qg_subgrid.py", ("--quick", "--out", "runs/qg_subgrid_quick", "--output", "-"),
           "--seeds 1 --out runs/qg_subgrid", "about 17 CPU-min per seed (52 min wall at load 5)"),
 ]
