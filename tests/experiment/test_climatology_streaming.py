@@ -24,3 +24,18 @@ def test_streamed_climatology_equals_the_trajectory_statistics(thin, chunk):
 def test_too_short_a_run_is_refused():
     with pytest.raises(ValueError, match="at least 2 states"):
         climatology(Lorenz96(n=8), Lorenz96(n=8).initial_state(), 1)
+
+
+def test_build_shows_the_climatology_progress_only_when_asked(capsys):
+    from hybrida.experiment.builder import build
+    from hybrida.experiment.config import load_config
+
+    config = load_config(
+        "lorenz96/sakov2008", overrides=["method.name=3dvar", "cycles=2", "burn_in=0", "climatology.steps=300"]
+    )
+    quiet = build(config)
+    assert "climatology" not in capsys.readouterr().err
+    shown = build(config, progress=True)
+    assert "climatology" in capsys.readouterr().err
+    # the bar changes nothing
+    torch.testing.assert_close(shown.method.B, quiet.method.B, rtol=0, atol=0)

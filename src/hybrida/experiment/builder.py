@@ -142,9 +142,9 @@ def build_observations(
 
 
 def build_method(
-    config: ExperimentConfig, model: Model, x0: Tensor
+    config: ExperimentConfig, model: Model, x0: Tensor, progress: bool = False
 ) -> tuple[AssimilationMethod, tuple[Tensor, Tensor] | None]:
-    """The assimilation method; computes the model climatology first when it needs one."""
+    """The assimilation method; computes the model climatology first when it needs one (``progress``: with a bar)."""
     cls = resolve(registry.METHODS, config.method.name, "method")
     params = dict(config.method.params)
     clim = None
@@ -157,10 +157,10 @@ def build_method(
         c = config.climatology
         suffices = getattr(cls, "climatology_sample_suffices", None)
         if suffices is not None and suffices(params):  # anomalies (T, n): no (n, n) matrix
-            clim = climatology_sample(model, x0, c.steps, spinup=c.spinup, thin=c.thin)
+            clim = climatology_sample(model, x0, c.steps, spinup=c.spinup, thin=c.thin, progress=progress)
         else:
             check_climatology_memory(config, model.n)
-            clim = climatology(model, x0, c.steps, spinup=c.spinup, thin=c.thin)
+            clim = climatology(model, x0, c.steps, spinup=c.spinup, thin=c.thin, progress=progress)
         params["climatology"] = clim
     return instantiate(cls, params, "method.params"), clim
 
@@ -218,8 +218,13 @@ class Prepared:
         )
 
 
-def prepare(config: ExperimentConfig, observations: list[Observation] | None = None) -> Prepared:
-    """Everything of :func:`build` up to the nature run (vectorised runs batch the nature runs)."""
+def prepare(
+    config: ExperimentConfig, observations: list[Observation] | None = None, progress: bool = False
+) -> Prepared:
+    """Everything of :func:`build` up to the nature run (vectorised runs batch the nature runs).
+
+    ``progress`` shows a bar while a climatology is computed (minutes for large models).
+    """
     if observations is not None and config.initial.center == "truth":
         raise ConfigError(
             "initial.center: 'truth' needs a nature run; with observations from a file use 'reference'"
@@ -253,7 +258,7 @@ def prepare(config: ExperimentConfig, observations: list[Observation] | None = N
         ).to(device)
     # before the climatology run and the truth: refuse a run that cannot fit in memory
     check_run_memory(config, model.n, truth_model.n, observation_bytes(obs_system, x_ref))
-    method, clim = build_method(config, model, x_ref)
+    method, clim = build_method(config, model, x_ref, progress)
     # tensors a method or QC check made at construction (a B from its params, taper tables) join the run
     move_attributes(method, device)
     if qc is not None:
@@ -263,16 +268,18 @@ def prepare(config: ExperimentConfig, observations: list[Observation] | None = N
     return Prepared(config, model, truth_model, obs_system, method, qc, gens, seeds, x_ref, x0, clim)
 
 
-def build(config: ExperimentConfig, observations: list[Observation] | None = None) -> Experiment:
+def build(
+    config: ExperimentConfig, observations: list[Observation] | None = None, progress: bool = False
+) -> Experiment:
     """Model, network, method, nature run + observations, and initial state of ``config``.
 
     With ``observations`` (cycles 1..K, e.g. read from a file) there is no
     nature run: ``twin.truth`` is None and ``initial.center`` must be
     ``reference``. The initial state is drawn from the same seed stream as in
     the twin, so a twin and the assimilation of its written observations give
-    identical analyses.
+    identical analyses. ``progress`` shows a bar while a climatology is computed.
     """
-    p = prepare(config, observations)
+    p = prepare(config, observations, progress)
     if observations is None:
         n_state = p.model.n if p.truth_model.n > p.model.n else None
         twin = make_twin(p.truth_model, p.obs_system, p.x0, config.cycles, p.generators["truth"], n_state=n_state)

@@ -285,7 +285,7 @@ def _run(
 ) -> Result:
     out = Path(out_dir) if out_dir is not None else None
     t_build = time.perf_counter()
-    exp = build(config, observations)
+    exp = build(config, observations, progress=progress)
     run_digest = config.digest() if digest is None else f"{config.digest()}+{digest}"
     build_s = time.perf_counter() - t_build
     seeds = exp.seeds

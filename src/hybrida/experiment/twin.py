@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from hybrida.assimilation.variational.climatology import ClimatologySample
 from hybrida.models.base import Model
@@ -61,15 +62,17 @@ def make_twin(
 
 
 def _free_run_blocks(
-    model: Model, x0: Tensor, n_steps: int, spinup: int, thin: int, chunk: int
+    model: Model, x0: Tensor, n_steps: int, spinup: int, thin: int, chunk: int, progress: bool = False
 ) -> Iterator[Tensor]:
     """The states after steps 1, 1 + thin, ... of a free run from ``x0``, stacked ``chunk`` at a time.
 
     Run it under ``torch.no_grad()`` (a grad-mode switch inside a generator would leak to the caller).
+    ``progress`` shows a progress bar over the steps (a long climatology otherwise runs silently).
     """
     x = model.forecast(x0, spinup) if spinup else x0
     block: list[Tensor] = []
-    for k in range(n_steps):
+    steps = tqdm(range(n_steps), desc="climatology", unit="step", disable=not progress, leave=False, mininterval=1.0)
+    for k in steps:
         x = model.step(x, k * model.dt)
         if k % thin == 0:
             block.append(x)
@@ -82,14 +85,16 @@ def _too_few(count: int, n_steps: int, thin: int) -> ValueError:
     return ValueError(f"climatology: needs at least 2 states, got {count} (steps {n_steps}, thin {thin})")
 
 
-def climatology_sample(model: Model, x0: Tensor, n_steps: int, spinup: int = 0, thin: int = 1) -> ClimatologySample:
+def climatology_sample(
+    model: Model, x0: Tensor, n_steps: int, spinup: int = 0, thin: int = 1, progress: bool = False
+) -> ClimatologySample:
     """The states of :func:`climatology`'s free run kept as anomalies ``(T, n)`` about their mean.
 
     For methods that never need the dense covariance (4D-Var with a homogeneous B):
     O(T n) memory instead of O(n²).
     """
     with torch.no_grad():
-        blocks = list(_free_run_blocks(model, x0, n_steps, spinup, thin, chunk=max(n_steps, 1)))
+        blocks = list(_free_run_blocks(model, x0, n_steps, spinup, thin, chunk=max(n_steps, 1), progress=progress))
     X = torch.cat(blocks) if blocks else x0.new_zeros(0, x0.shape[-1])
     if X.shape[0] < 2:
         raise _too_few(X.shape[0], n_steps, thin)
@@ -98,7 +103,8 @@ def climatology_sample(model: Model, x0: Tensor, n_steps: int, spinup: int = 0, 
 
 
 def climatology(
-    model: Model, x0: Tensor, n_steps: int, spinup: int = 0, thin: int = 1, chunk: int = 512
+    model: Model, x0: Tensor, n_steps: int, spinup: int = 0, thin: int = 1, chunk: int = 512,
+    progress: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Climatological mean ``(n,)`` and covariance ``(n, n)`` from a long free run.
 
@@ -108,7 +114,7 @@ def climatology(
     """
     count, mean, m2 = 0, None, None
     with torch.no_grad():
-        for b in _free_run_blocks(model, x0, n_steps, spinup, thin, chunk):
+        for b in _free_run_blocks(model, x0, n_steps, spinup, thin, chunk, progress):
             b_mean = b.mean(0)
             anomalies = b - b_mean
             b_m2 = anomalies.mT @ anomalies
