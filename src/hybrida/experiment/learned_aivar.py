@@ -14,6 +14,11 @@ loss is the mean 3D-Var cost of the network's analyses (no truth, no
 analyses as targets), with random observation masks. The test stretch (never
 used in training) is cycled by the AI-Var and the baselines from the same
 initial state; score = time-mean analysis rmse after ``burn_in`` cycles.
+
+``krylov=k`` feeds the network the first k Krylov vectors of the Gauss-Newton
+problem at the background (k = 1: the cost's steepest-descent direction
+B^1/2 H'(x_b)^T R^-1 d; :func:`~hybrida.assimilation.learned.aivar.krylov_vectors`);
+``schedule=cosine`` anneals each fit's learning rate to 0.
 """
 
 from __future__ import annotations
@@ -70,12 +75,15 @@ class AIVarConfig(_Strict):
     hidden: int = Field(128, ge=1, description="MLP width")
     depth: int = Field(2, ge=1, description="MLP hidden layers")
     activation: str = Field("tanh", description="MLP activation: tanh, gelu, silu")
+    krylov: int = Field(0, ge=0, description="Krylov vectors of the Gauss-Newton problem at x_b fed to the net "
+                        "(1: the cost's descent direction B^1/2 H'^T R^-1 d; 0: none)")
     epochs: int = Field(80, ge=1, description="epochs of the first fit")
     refine_rounds: int = Field(1, ge=0, description="rounds of cycling the AI-Var on the training stretch and refitting")
     refine_epochs: int = Field(40, ge=1, description="epochs of each refit")
     batch_size: int = Field(256, ge=1, description="minibatch size")
-    lr: float = Field(1e-3, ge=0, description="Adam learning rate (halved on validation plateaus)")
+    lr: float = Field(1e-3, ge=0, description="Adam learning rate (start of each fit; see schedule)")
     patience: int = Field(15, ge=1, description="epochs without validation improvement before a fit stops")
+    schedule: str = Field("plateau", description="learning rate: plateau (halved on plateaus) or cosine (annealed)")
     full_fraction: float = Field(0.5, ge=0, le=1, description="fraction of training cases keeping all observations")
     drop_max: float = Field(0.5, ge=0, lt=1, description="largest random drop-out rate of the other cases")
     time_limit_s: float = Field(360.0, gt=0, description="wall-clock budget of all fits together (s)")
@@ -101,6 +109,8 @@ def make_config(quick: bool, overrides: list[str]) -> AIVarConfig:
     cfg = pipeline_config(AIVarConfig, QUICK, quick, overrides)
     if cfg.obs not in OBS:
         raise ConfigError(f"obs: {cfg.obs!r} not allowed; choose one of {list(OBS)}")
+    if cfg.schedule not in ("plateau", "cosine"):
+        raise ConfigError(f"schedule: {cfg.schedule!r} not allowed; choose one of plateau, cosine")
     if cfg.activation not in ("tanh", "gelu", "silu"):
         raise ConfigError(f"activation: {cfg.activation!r} not allowed; choose one of tanh, gelu, silu")
     bad = sorted(set(cfg.baselines) - {"3dvar", "etkf"})
@@ -187,7 +197,7 @@ def _fit(cfg: AIVarConfig, net: AIVarNet, data: dict, train: tuple, valid: tuple
     B = cfg.xB * data["clim"][1]
     res = fit_aivar(net, *train, operator=obs0.operator, B=B, R=R, valid=valid, full_fraction=cfg.full_fraction,
                     drop_max=cfg.drop_max, epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                    patience=cfg.patience, time_limit=budget, normalise=first, generator=gen,
+                    patience=cfg.patience, schedule=cfg.schedule, time_limit=budget, normalise=first, generator=gen,
                     progress=progress)
     return {"train": res.history["train"], "valid": res.history["valid"], "best_epoch": res.best_epoch,
             "stopped": res.stopped, "wall_s": res.wall_s, "epochs": res.epochs_run}
@@ -277,7 +287,8 @@ def _run(cfg: AIVarConfig, out: Path, seed: int, quick: bool, resume: bool, say:
     say(f"3D-Var training-background rmse_a {ckpt['threedvar_train_rmse']:.3f}")
     train = _cases(cfg, xb_tr, _y(tr, cfg.seed_cycles))
     valid = _cases(cfg, xb_va, _y(va))
-    net = AIVarNet(40, 40, hidden=cfg.hidden, depth=cfg.depth, activation=cfg.activation).double()
+    net = AIVarNet(40, 40, hidden=cfg.hidden, depth=cfg.depth, activation=cfg.activation,
+                   krylov=cfg.krylov).double()
     if ckpt["net"] is not None:
         net.load_state_dict(ckpt["net"])
     for r in range(len(ckpt["fits"]), cfg.refine_rounds + 1):

@@ -7,8 +7,10 @@ entries, so no truth and no analyses are needed. To serve partial networks of
 the same size, each epoch draws new random masks: a fraction ``full_fraction``
 of the cases keeps all its (finite) observations, the others drop each with a
 rate drawn uniformly in [0, ``drop_max``]. Adam (Kingma & Ba 2015), the
-learning rate halved on a validation plateau, early stopping on the mean
-validation cost restoring the best weights (Prechelt 1998).
+learning rate halved on a validation plateau (``schedule="plateau"``) or
+annealed to 0 over the epochs by a half cosine (``schedule="cosine"``,
+Loshchilov & Hutter 2017; it runs all its epochs), early stopping on the mean
+validation cost (plateau schedule only), restoring the best weights (Prechelt 1998).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from hybrida.assimilation.learned.aivar import AIVarNet, innovation, threedvar_cost
+from hybrida.assimilation.learned.aivar import AIVarNet, innovation, krylov_vectors, threedvar_cost
 from hybrida.assimilation.variational.climatology import psd_sqrt
 from hybrida.learn.train import FitResult
 
@@ -54,18 +56,30 @@ def random_masks(
 def aivar_loss(net: AIVarNet, xb: Tensor, y: Tensor, mask: Tensor, operator, B_inv_sqrt: Tensor, R: Tensor) -> Tensor:
     """Mean 3D-Var cost J of the network's analyses f_θ(x_b, y, m) over a batch (the AI-Var loss)."""
     d = innovation(y, operator(xb), mask)
-    xa = net(xb, d, mask)
+    adj = krylov_vectors(xb, d, mask, operator, R, net.B_sqrt @ net.B_sqrt, net.krylov) if net.grad_feature else None
+    xa = net(xb, d, mask, adj)
     return threedvar_cost(xa, xb, y, mask, operator, B_inv_sqrt, R).mean()
 
 
 @torch.no_grad()
-def set_normalisation(net: AIVarNet, B: Tensor, xb: Tensor, y: Tensor, operator) -> None:
-    """Give ``net`` B^{1/2} and the input normalisation from training backgrounds and observations."""
+def set_normalisation(net: AIVarNet, B: Tensor, xb: Tensor, y: Tensor, operator, R: Tensor | None = None) -> None:
+    """Give ``net`` B^{1/2} and the input normalisation from training backgrounds and observations.
+
+    With ``net.krylov >= 1`` the scales of its Krylov vectors g_j (all finite observations) need ``R``.
+    """
     mask = torch.isfinite(y)
     d = innovation(y, operator(xb), mask)
     dm = torch.where(mask, d, torch.full_like(d, float("nan")))
     d_scale = dm.pow(2).nanmean(0).sqrt().nan_to_num(1.0).clamp_min(1e-6)
-    net.set_statics(psd_sqrt(B), xb.mean(0), xb.std(0).clamp_min(1e-6), d_scale)
+    S = psd_sqrt(B)
+    g_scale = None
+    if net.grad_feature:
+        if R is None:
+            raise ValueError("set_normalisation: the gradient feature's scale needs R")
+        a = krylov_vectors(xb, d, mask, operator, R, S @ S, net.krylov)
+        g = (a.unflatten(-1, (net.krylov, -1)) @ S).flatten(-2)
+        g_scale = g.pow(2).mean(0).sqrt().clamp_min(1e-6)
+    net.set_statics(S, xb.mean(0), xb.std(0).clamp_min(1e-6), d_scale, g_scale)
 
 
 def _check(xb: Tensor, y: Tensor, net: AIVarNet, what: str) -> None:
@@ -93,6 +107,7 @@ def fit_aivar(
     batch_size: int = 256,
     lr: float = 1e-3,
     patience: int = 20,
+    schedule: str = "plateau",
     time_limit: float | None = None,
     normalise: bool = True,
     generator: torch.Generator | None = None,
@@ -106,18 +121,23 @@ def fit_aivar(
     background-error covariance, ``R`` the observation-error variances (p,)
     or covariance (p, p). Stops after ``epochs``, ``patience`` epochs without
     a better validation cost, or ``time_limit`` seconds, and restores the best
-    weights. ``normalise`` first sets B^{1/2} and the input scales from the
+    weights. ``schedule``: "plateau" halves the learning rate every
+    ``patience // 3`` epochs without improvement; "cosine" sets it to
+    lr (1 + cos(π e / epochs)) / 2 at epoch e and does not stop on patience
+    (a restarted fit's validation cost first rises, then falls as the rate anneals). ``normalise`` first sets B^{1/2} and the input scales from the
     training data (:func:`set_normalisation`).
     """
     _check(xb, y, net, "training")
     if not 0.0 <= full_fraction <= 1.0 or not 0.0 <= drop_max < 1.0:
         raise ValueError(f"fit_aivar: need 0 <= full_fraction <= 1 and 0 <= drop_max < 1, got {full_fraction}, {drop_max}")
+    if schedule not in ("plateau", "cosine"):
+        raise ValueError(f"fit_aivar: schedule must be 'plateau' or 'cosine', got {schedule!r}")
     if epochs < 1 or batch_size < 1 or patience < 1 or not lr >= 0:
         raise ValueError(f"fit_aivar: need epochs, batch_size, patience >= 1 and lr >= 0; got {epochs}, {batch_size}, {patience}, {lr}")
     dtype = net.B_sqrt.dtype
     xb, y, B, R = (t.to(dtype) for t in (xb, y, B, R))
     if normalise:
-        set_normalisation(net, B, xb, y, operator)
+        set_normalisation(net, B, xb, y, operator, R)
     B_is = inverse_sqrt(B)
     if valid is not None:
         xv, yv = (t.to(dtype) for t in valid)
@@ -129,6 +149,9 @@ def fit_aivar(
     K = xb.shape[0]
     bar = tqdm(range(epochs), desc="AI-Var", disable=not progress, leave=False)
     for epoch in bar:
+        if schedule == "cosine":
+            for g in opt.param_groups:
+                g["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
         net.train()
         masks = random_masks(y, full_fraction, drop_max, generator)
         order = torch.randperm(K, generator=generator)
@@ -156,10 +179,10 @@ def fit_aivar(
             best, best_state, since, res.best_epoch = score, copy.deepcopy(net.state_dict()), 0, epoch
         else:
             since += 1
-            if since % max(patience // 3, 1) == 0:  # plateau: halve the learning rate
+            if schedule == "plateau" and since % max(patience // 3, 1) == 0:  # halve the learning rate
                 for g in opt.param_groups:
                     g["lr"] *= 0.5
-        if since >= patience:
+        if schedule == "plateau" and since >= patience:
             res.stopped = "patience"
             break
         if time_limit is not None and time.perf_counter() - t0 > time_limit:

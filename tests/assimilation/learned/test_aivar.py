@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from hybrida.assimilation.learned import load_learned_analysis, save_learned_analysis
-from hybrida.assimilation.learned.aivar import AIVar, AIVarNet, observation_term, threedvar_cost
+from hybrida.assimilation.learned.aivar import (
+    AIVar,
+    AIVarNet,
+    adjoint_innovation,
+    krylov_vectors,
+    observation_term,
+    threedvar_cost,
+)
 from hybrida.assimilation.variational.threedvar import ThreeDVar
 from hybrida.learn.aivar import aivar_loss, fit_aivar, inverse_sqrt, set_normalisation
 from hybrida.observations.base import Observation
@@ -23,22 +30,24 @@ def _spd(n: int, g: torch.Generator, scale: float = 1.0) -> torch.Tensor:
     return scale * (A @ A.mT / n + 0.5 * torch.eye(n, dtype=D))
 
 
-def _random_net(n: int, p: int, g: torch.Generator, hidden: int = 6) -> AIVarNet:
-    net = AIVarNet(n, p, hidden=hidden, depth=2).double()
+def _random_net(n: int, p: int, g: torch.Generator, hidden: int = 6, krylov: int = 0) -> AIVarNet:
+    net = AIVarNet(n, p, hidden=hidden, depth=2, krylov=krylov).double()
     with torch.no_grad():
         for prm in net.parameters():
             prm.copy_(0.3 * torch.randn(prm.shape, generator=g, dtype=D))
-    net.set_statics(torch.linalg.cholesky(_spd(n, g)) @ torch.eye(n, dtype=D), torch.randn(n, generator=g, dtype=D),
-                    torch.rand(n, generator=g, dtype=D) + 0.5, torch.rand(p, generator=g, dtype=D) + 0.5)
+    S = torch.linalg.cholesky(_spd(n, g))
+    gs = torch.rand(krylov * n, generator=g, dtype=D) + 0.5 if krylov else None
+    net.set_statics(S @ S.mT, torch.randn(n, generator=g, dtype=D),  # a symmetric B^{1/2} as psd_sqrt gives
+                    torch.rand(n, generator=g, dtype=D) + 0.5, torch.rand(p, generator=g, dtype=D) + 0.5, gs)
     return net
 
 
-@pytest.mark.parametrize("correlated", [False, True])
-def test_gradcheck_training_loss(correlated: bool) -> None:
+@pytest.mark.parametrize(("correlated", "krylov"), [(False, 0), (True, 0), (False, 2), (True, 2)])
+def test_gradcheck_training_loss(correlated: bool, krylov: int) -> None:
     """torch.autograd.gradcheck of the AI-Var loss w.r.t. every weight, nonlinear H, masked obs, float64."""
     g = torch.Generator().manual_seed(0)
     n, p, K = 4, 3, 5
-    net = _random_net(n, p, g, hidden=5)
+    net = _random_net(n, p, g, hidden=5, krylov=krylov)
     W = torch.randn(p, n, generator=g, dtype=D)
 
     def H(x: torch.Tensor) -> torch.Tensor:
@@ -51,6 +60,8 @@ def test_gradcheck_training_loss(correlated: bool) -> None:
     mask[3, 0] = False
     R = _spd(p, g) if correlated else torch.rand(p, generator=g, dtype=D) + 0.5
     Bis = inverse_sqrt(_spd(n, g))
+    if krylov:  # feature scales from the data, as in training (unscaled, the cost is too large for finite differences)
+        set_normalisation(net, torch.linalg.inv(Bis @ Bis), xb, y, H, R)
     names = [k for k, _ in net.named_parameters()]
     params = tuple(prm.detach().clone().requires_grad_(True) for prm in net.parameters())
     buffers = dict(net.named_buffers())
@@ -58,12 +69,51 @@ def test_gradcheck_training_loss(correlated: bool) -> None:
     def loss(*ps: torch.Tensor) -> torch.Tensor:
         state = {**dict(zip(names, ps, strict=True)), **buffers}
         d = torch.where(mask, y - H(xb), torch.zeros_like(y))
-        xa = torch.func.functional_call(net, state, (xb, d, mask))
+        adj = krylov_vectors(xb, d, mask, H, R, buffers["B_sqrt"] @ buffers["B_sqrt"], krylov) if krylov else None
+        xa = torch.func.functional_call(net, state, (xb, d, mask, adj))
         return threedvar_cost(xa, xb, y, mask, H, Bis, R).mean()
 
     assert torch.autograd.gradcheck(loss, params, eps=1e-6, atol=1e-6)
     # the same loss as the training code's
     assert torch.allclose(loss(*params), aivar_loss(net, xb, y, mask, H, Bis, R))
+
+
+@pytest.mark.parametrize("correlated", [False, True])
+def test_adjoint_innovation_is_minus_the_gradient(correlated: bool) -> None:
+    """H'(x_b)^T R^-1 d = -∇_x of J's observation term at x_b (nonlinear H, masked obs, batched);
+    a selection (indices) and a linear H (matrix) give the same as autodiff."""
+    g = torch.Generator().manual_seed(11)
+    n, p, K = 6, 4, 3
+    W = torch.randn(p, n, generator=g, dtype=D)
+    H = lambda x: 2.0 * torch.tanh(x / 2.0) @ W.mT
+    R = _spd(p, g) if correlated else torch.rand(p, generator=g, dtype=D) + 0.5
+    xb = torch.randn(K, n, generator=g, dtype=D)
+    y = torch.randn(K, p, generator=g, dtype=D)
+    mask = torch.rand(K, p, generator=g, dtype=D) > 0.3
+    d = torch.where(mask, y - H(xb), 0.0)
+    x = xb.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(observation_term(y - H(x), mask, R).sum(), x)
+    assert torch.allclose(adjoint_innovation(xb, d, mask, H, R), -grad, atol=1e-12)
+    # the Krylov vectors with the explicit Jacobian: a_2 = J^T R_m^-1 J B a_1, masked entries dropped
+    B = _spd(n, g)
+    kv = krylov_vectors(xb, d, mask, H, R, B, 3)
+    for b in range(K):
+        Jm = torch.autograd.functional.jacobian(H, xb[b])[mask[b]]
+        Rm = torch.diag(R[mask[b]]) if R.ndim == 1 else R[mask[b]][:, mask[b]]
+        A = Jm.mT @ torch.linalg.solve(Rm, Jm) @ B
+        a1 = Jm.mT @ torch.linalg.solve(Rm, d[b, mask[b]])
+        assert torch.allclose(kv[b], torch.cat((a1, A @ a1, A @ A @ a1)), atol=1e-10)
+    idx = torch.tensor([4, 0, 2, 5])
+    Sel = torch.zeros(p, n, dtype=D)
+    Sel[torch.arange(p), idx] = 1.0
+    d = torch.where(mask, y - xb[:, idx], 0.0)
+    sel = lambda x: x[..., idx]
+    auto = adjoint_innovation(xb, d, mask, sel, R)
+    assert torch.allclose(adjoint_innovation(xb, d, mask, sel, R, indices=idx), auto, atol=1e-12)
+    assert torch.allclose(adjoint_innovation(xb, d, mask, sel, R, matrix=Sel), auto, atol=1e-12)
+    auto = krylov_vectors(xb, d, mask, sel, R, B, 2)
+    assert torch.allclose(krylov_vectors(xb, d, mask, sel, R, B, 2, indices=idx), auto, atol=1e-12)
+    assert torch.allclose(krylov_vectors(xb, d, mask, sel, R, B, 2, matrix=Sel), auto, atol=1e-12)
 
 
 def test_masked_observation_term_matches_subset() -> None:
@@ -160,16 +210,20 @@ def test_linear_gaussian_oracle_blue() -> None:
         assert err <= tol, (drop, err)
 
 
-def test_fast_path_batched_and_nan() -> None:
+@pytest.mark.parametrize("krylov", [0, 2])
+def test_fast_path_batched_and_nan(krylov: int) -> None:
     """The one-state fast path equals the module; batched priors; NaN observations enter only via the mask."""
     g = torch.Generator().manual_seed(7)
     n, p = 5, 4
-    net = _random_net(n, p, g)
+    net = _random_net(n, p, g, krylov=krylov)
     ai = AIVar(net)
     Hm = torch.randn(p, n, generator=g, dtype=D)
     y = torch.randn(p, generator=g, dtype=D)
     y[1] = float("nan")
-    obs = Observation(y=y, operator=lambda x: x @ Hm.mT, error=DiagonalError(torch.ones(p, dtype=D)), matrix=Hm)
+    R = torch.rand(p, generator=g, dtype=D) + 0.5
+    # nonlinear H with the Krylov features (tangent and adjoint from autodiff), linear H without
+    op = (lambda x: torch.tanh(x) @ Hm.mT) if krylov else (lambda x: x @ Hm.mT)
+    obs = Observation(y=y, operator=op, error=DiagonalError(R), matrix=None if krylov else Hm)
     xb = torch.randn(3, n, generator=g, dtype=D)
     xa = ai.analyse(xb, obs)
     assert xa.shape == (3, n) and bool(torch.isfinite(xa).all())
@@ -178,8 +232,12 @@ def test_fast_path_batched_and_nan() -> None:
     y2 = y.clone()
     y2[1] = 1e6  # the value under a missing entry must not matter
     m = torch.isfinite(y)
-    d = torch.where(m, y2 - xb[0] @ Hm.mT, 0.0)
-    assert torch.allclose(net(xb[:1], d[None], m[None])[0], xa[0], atol=1e-12)
+    d = torch.where(m, y2 - op(xb[0]), 0.0)
+    adj = krylov_vectors(xb[:1], d[None], m[None], op, R, net.B_sqrt @ net.B_sqrt, krylov) if krylov else None
+    assert torch.allclose(net(xb[:1], d[None], m[None], adj)[0], xa[0], atol=1e-12)
+    if krylov:
+        with pytest.raises(ValueError, match="krylov"):
+            net(xb[:1], d[None], m[None])
 
 
 def test_save_load_and_wrong_inputs(tmp_path) -> None:
@@ -203,6 +261,9 @@ def test_save_load_and_wrong_inputs(tmp_path) -> None:
         ai.analyse(xb.float(), obs)
     with pytest.raises(ValueError, match="unknown method.params"):
         load_learned_analysis(path, xB=1.0)
+    gf = AIVar(_random_net(n, p, g, krylov=2))  # the Krylov features' net and buffer travel too
+    back = load_learned_analysis(save_learned_analysis(gf, tmp_path / "gf.pt"))
+    assert back.net.krylov == 2 and torch.equal(back.analyse(xb, obs), gf.analyse(xb, obs))
 
 
 def test_fit_bad_input() -> None:
@@ -222,6 +283,27 @@ def test_fit_bad_input() -> None:
         fit_aivar(net, torch.randn(5, 4, dtype=D), torch.zeros(5, 3, dtype=D), operator=H, B=-B, R=R)
     with pytest.raises(ValueError, match="set_statics"):
         net.set_statics(torch.eye(3, dtype=D), torch.zeros(4), torch.ones(4), torch.ones(3))
+    with pytest.raises(ValueError, match="g_scale"):  # only a net with the gradient feature takes g_scale
+        net.set_statics(torch.eye(4, dtype=D), torch.zeros(4), torch.ones(4), torch.ones(3), torch.ones(4))
+    with pytest.raises(ValueError, match="schedule"):
+        fit_aivar(net, torch.zeros(5, 4, dtype=D), torch.zeros(5, 3, dtype=D), operator=H, B=B, R=R, schedule="step")
+
+
+def test_cosine_schedule_and_gradient_feature_scale() -> None:
+    """schedule='cosine' anneals the learning rate by a half cosine; the descent-direction feature gets its rms."""
+    g = torch.Generator().manual_seed(12)
+    n, p = 4, 3
+    W = torch.randn(p, n, generator=g, dtype=D)
+    H = lambda x: torch.tanh(x) @ W.mT
+    B, R = _spd(n, g, 0.5), torch.ones(p, dtype=D)
+    xb, y = torch.randn(64, n, generator=g, dtype=D), torch.randn(64, p, generator=g, dtype=D)
+    net = AIVarNet(n, p, hidden=4, krylov=1).double()
+    res = fit_aivar(net, xb, y, operator=H, B=B, R=R, epochs=4, lr=1e-2, patience=10, schedule="cosine",
+                    generator=torch.Generator().manual_seed(0))
+    assert res.history["lr"] == pytest.approx([1e-2 * 0.5 * (1 + math.cos(math.pi * e / 4)) for e in range(4)])
+    d = y - H(xb)
+    gv = adjoint_innovation(xb, d, torch.ones_like(y, dtype=torch.bool), H, R) @ net.B_sqrt
+    assert torch.allclose(net.g_scale, gv.pow(2).mean(0).sqrt())
 
 
 def test_set_normalisation_ignores_missing() -> None:
