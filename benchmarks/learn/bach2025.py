@@ -23,10 +23,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import add_output_args, md_table, output_path, provenance, write_section
+from benchmarks.common import (
+    DOC,
+    add_output_args,
+    md_table,
+    output_path,
+    provenance,
+    read_section,
+    write_section,
+)
 
 SECTION = "learned-filter-bach2025"
-COLUMNS = ("letkf", "adaptive", "truth", "finetuned", "observations")
+COLUMNS = ("letkf", "adaptive", "truth", "finetuned", "at_N", "observations")
 
 
 def _f(x: float | None) -> str:
@@ -79,7 +87,8 @@ def _table(s: dict) -> list[str]:
                      *(cell(N, k) for k in COLUMNS[1:]), f"{com[str(N)]['trajectories']}/{cfg['test_trajectories']}"))
     return md_table(["N", "Bach et al. LETKF", "our grid-searched LETKF (infl, radius)",
                      "LETKF, adaptive inflation (gain)", f"learned, truth loss, trained at N={cfg['train_N']} (gain)",
-                     "fine-tuned at N (gain)", "learned, next-obs loss (gain)", "trajectories scored"], rows)
+                     "fine-tuned at N (gain)", "trained at N from the tuned LETKF (gain)",
+                     "learned, next-obs loss (gain)", "trajectories scored"], rows)
 
 
 def _block(s: dict, out: Path, wall: float, cpu: float, last: bool) -> list[str]:
@@ -90,6 +99,11 @@ def _block(s: dict, out: Path, wall: float, cpu: float, last: bool) -> list[str]
     tune = "; ".join(f"N={N}: {v['cpu_s']:.0f} CPU s ({v['wall_s']:.0f} s wall, {v['epochs']} epochs)"
                      if "cpu_s" in v else f"N={N}: failed ({v['failed']})"
                      for N, v in sorted(s.get("finetune", {}).items(), key=lambda kv: int(kv[0])))
+    own = "; ".join(f"N={N}: {v['cpu_s']:.0f} CPU s ({v['wall_s']:.0f} s wall, best validation R-RMSE "
+                    f"{v['best_valid']:.3f}{', stopped early' if v.get('stopped_early') else ''})"
+                    if "cpu_s" in v else f"N={N}: failed ({v['failed']})"
+                    for N, v in sorted(s.get("trained_at_N", {}).items(), key=lambda kv: int(kv[0])))
+    ft_lr = _finetune_lr(cfg)
     checks = s["bar"]["checks"]
     return [
         f"### σ_y = {cfg['sigma']:g}",
@@ -97,12 +111,40 @@ def _block(s: dict, out: Path, wall: float, cpu: float, last: bool) -> list[str]
         *_table(s),
         "",
         f"Training cost (1 torch thread, shared 2-core machine): {cost}."
-        + (f" Fine-tuning (truth loss, ≤{cfg['finetune_epochs']} epochs, lr {cfg['lr'] / 2:g}): {tune}." if tune else ""),
+        + (f" Fine-tuning (truth loss, ≤{cfg['finetune_epochs']} epochs, lr {ft_lr:g}): {tune}." if tune else "")
+        + (f" Trained at N from the start (truth loss, as above): {own}." if own else ""),
         "Bars: " + ", ".join(f"{k} " + ("met" if v else "NOT met") for k, v in checks.items()) + ".",
         (f"Pipeline wall {wall:.0f} s, CPU {cpu:.0f} s" + (" (its last invocation)" if last else "")
          + f"; outputs in `{out.parent.name}/{out.name}/` (summary.json, test_scores.json, plots)."),
         "",
     ]
+
+
+def kept_block(sigma: float, path: Path) -> list[str]:
+    """The ``### σ_y = sigma`` table block of the section now in ``path`` (heading to its 'Pipeline wall' line)."""
+    lines = read_section(SECTION, path).splitlines()
+    head = f"### σ_y = {sigma:g}"
+    if head not in lines:
+        raise SystemExit(f"--keep-sigmas {sigma:g}: the section in {path} has no '{head}' block")
+    block = lines[lines.index(head):]
+    end = next((i for i, line in enumerate(block) if line.startswith("Pipeline wall")), len(block) - 1)
+    return [*block[:end + 1], f"(σ_y = {sigma:g}: not re-run; this block is kept as the section had it.)", ""]
+
+
+def _finetune_lr(cfg: dict) -> float:
+    """The fine-tuning learning rate of a summary's config (runs before the field existed used lr / 2)."""
+    if "finetune_lr" not in cfg:
+        return cfg["lr"] / 2
+    return cfg["finetune_lr"] or cfg["lr"]
+
+
+def _schedule(cfg: dict) -> str:
+    """How the networks of their own at N are trained, where that differs from train_N."""
+    lr, final = cfg.get("at_N_lr") or cfg["lr"], cfg.get("at_N_lr_final")
+    if final:
+        return (f" but with the learning rate decaying from {lr:g} to {final:g} (cosine over {cfg['epochs']} epochs) "
+                "and no early stopping (the best validated weights are kept)")
+    return f" (lr {lr:g})" if lr != cfg["lr"] else ""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -118,6 +160,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--from-summary", action="store_true",
                         help="write the section from OUT/sigmaS/summary.json of finished runs instead of running")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="pipeline override KEY=VALUE")
+    parser.add_argument("--keep-sigmas", type=float, nargs="+", default=[],
+                        help="σ_y whose table block is kept from the section as it is (not re-run), after the others")
     add_output_args(parser, SECTION)
     args = parser.parse_args(argv)
     import torch
@@ -139,6 +183,9 @@ def main(argv: list[str] | None = None) -> None:
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         first = first or s
         blocks += _block(s, out, wall, cpu, args.from_summary or args.resume)
+    for sigma in args.keep_sigmas:
+        blocks += kept_block(sigma, Path(args.output) if args.output not in ("-", "") else DOC)
+    sigmas = [*sigmas, *args.keep_sigmas]
     cfg = first["config"]
     body = "\n".join([
         "## Learned LETKF localisation and inflation, Bach et al. (2025) L96 (issue 13, parts 2–3)",
@@ -164,7 +211,10 @@ def main(argv: list[str] | None = None) -> None:
          f"{cfg['train_cycles']} new training cycles, early stopping on {cfg['valid_trajectories']} × "
          f"{cfg['valid_cycles']} validation cycles), then run unchanged at the other N"
          + (f" and fine-tuned at N={cfg['finetune_sizes']} (truth loss, ≤{cfg['finetune_epochs']} epochs from the "
-            f"N={cfg['train_N']} weights)" if cfg["finetune_epochs"] else "") + "."),
+            f"N={cfg['train_N']} weights, lr {_finetune_lr(cfg):g})" if cfg["finetune_epochs"] else "")
+         + (f"; at N={cfg['at_N_sizes']} a network of its own is also trained from the start, from the tuned "
+            f"LETKF of that N, the same way as at N={cfg['train_N']}" + _schedule(cfg) if cfg.get("at_N_sizes") else "")
+         + "."),
         "",
         *blocks,
         *args.note,

@@ -70,3 +70,20 @@ def test_fine_tuning_at_another_size_repairs_a_poor_network_and_resume_reuses_ev
     again = run(tmp_path, seed=1, quick=True, overrides=settings, resume=True)
     for key in ("r_rmse", "r_rmse_finetuned", "r_rmse_adaptive", "baselines"):
         assert again[key] == s[key], key
+
+
+def test_a_network_trained_at_another_size_from_the_start_closes_its_gap_there_and_not_untrained(tmp_path):
+    """at_N_sizes: a network of its own trained 2 epochs at N=40 (lr 0.05) from the poor quick start (radius 6,
+    inflation 1.15) closes at least half its gap to the LETKF there and meets a large-N bar of -3% at N=40; with
+    training disabled it is that start and fails the bar."""
+    settings = [*TINY, "sizes=[20,40]", "epochs=2", "at_N_sizes=[40]", "at_N_lr=0.05", "bar_large_sizes=[40]",
+                "bar_large=-0.03"]
+    s = run(tmp_path / "trained", seed=1, quick=True, overrides=settings)
+    untrained = run(tmp_path / "untrained", seed=1, quick=True, overrides=[*settings, "epochs=0"])
+    at, before = s["r_rmse_common"]["40"], untrained["r_rmse_common"]["40"]
+    assert before["at_N"] > 1.05 * before["letkf"]  # the untrained start is poor at N=40
+    assert before["at_N"] == pytest.approx(before["truth"], rel=1e-12)  # ... and the same network as at N=20
+    assert at["letkf"] == pytest.approx(before["letkf"], rel=1e-12)
+    assert before["at_N"] - at["at_N"] >= 0.5 * (before["at_N"] - before["letkf"])  # half the gap closed
+    assert s["trained_at_N"]["40"]["cpu_s"] > 0 and (tmp_path / "trained" / "filter_N40.pt").is_file()
+    assert s["bar"]["checks"]["large_N40"] and not untrained["bar"]["checks"]["large_N40"]

@@ -146,3 +146,26 @@ def test_a_training_epoch_moves_the_filter_from_a_poor_start(loss):
     assert math.isfinite(value)
     assert float(net.infl.detach()[0]) < start_infl
     assert float(net.taper.values().detach()[0, 8]) < start_far
+
+
+def test_the_learning_rate_follows_a_cosine_to_lr_final(monkeypatch):
+    """fit_filter with lr_final: epoch e trains at lr_final + (lr - lr_final)(1 + cos(pi (e - 1) / epochs)) / 2."""
+    import hybrida.learn.filter_bach as fb
+
+    seen: list[float] = []
+
+    def record(setup, net, opt, E0, data, **kwargs):
+        seen.append(opt.param_groups[0]["lr"])
+        return 0.0
+
+    monkeypatch.setattr(fb, "train_epoch", record)
+    setup = BachSetup()
+    data = make_data(setup, 2, 30, torch.Generator().manual_seed(1), spin_up=200)
+    fb.fit_filter(setup, LearnedFilterNet(40, loc_rad=3.0, infl=1.05), 5, data, data,
+                  generator=torch.Generator().manual_seed(2), epochs=4, lr=0.1, lr_final=0.01, patience=10, burn_in=10)
+    assert seen == pytest.approx([0.01 + 0.09 * 0.5 * (1 + math.cos(math.pi * e / 4)) for e in range(4)], rel=1e-12)
+    assert seen[0] == pytest.approx(0.1) and seen[-1] > 0.01
+    seen.clear()
+    fb.fit_filter(setup, LearnedFilterNet(40, loc_rad=3.0, infl=1.05), 5, data, data,
+                  generator=torch.Generator().manual_seed(2), epochs=3, lr=0.1, patience=10, burn_in=10)
+    assert seen == [0.1, 0.1, 0.1]  # no lr_final: constant

@@ -8,8 +8,9 @@ from a deep-sets network of the forecast ensemble) starts at the tuned LETKF of 
 and is trained by truncated BPTT (a) on the truth and (b) truth-free on the next
 observations, stopped early on validation R-RMSE. Both are cycled beside the tuned LETKF
 and the LETKF with adaptive prior inflation (the tuned radius) on the same test
-trajectories at every N (the network trained at ``train_N``, and fine-tuned at
-``finetune_sizes``). Score: R-RMSE = mean ‖x̄ᵃ − x‖₂ / ‖x‖₂. With ``resume`` the grid
+trajectories at every N (the network trained at ``train_N``, fine-tuned at
+``finetune_sizes``, and networks of their own trained at ``at_N_sizes`` from the tuned LETKF
+of that N). Score: R-RMSE = mean ‖x̄ᵃ − x‖₂ / ‖x‖₂. With ``resume`` the grid
 search (per N), the trainings and fine-tunings (checkpoints) and the test scores (per
 filter, in ``test_scores.json``) already made with the same settings are reused.
 """
@@ -49,8 +50,8 @@ from hybrida.learn.filter_bach import (
 
 DESCRIPTION = (
     "Learned LETKF localisation/inflation (Bach et al. 2025): L96 d=40, 10 of 40 observed every 0.15, sigma_y=1 "
-    "(--set sigma=0.7); truth-trained (fine-tuned at N=40-100) and truth-free vs the grid-searched and the "
-    "adaptive-inflation LETKF per N (bars -10% at N=10, 20, -15% at N=60, 100; truth-free -5% at N=20)"
+    "(--set sigma=0.7); truth-trained (fine-tuned at N=40-100, trained at N=60, 100 too) and truth-free vs the "
+    "grid-searched and the adaptive-inflation LETKF per N (bars -10% at N=10, 20, -15% at N=60, 100; truth-free -5% at N=20)"
 )
 
 class FilterBachConfig(_Strict):
@@ -73,15 +74,24 @@ class FilterBachConfig(_Strict):
     test_trajectories: int = Field(24, ge=1, description="test trajectories (the paper: 64)")
     test_cycles: int = Field(1000, ge=20, description="cycles per test trajectory (the paper: 1500)")
     burn_in: int = Field(100, ge=0, description="cycles left out of every R-RMSE")
-    epochs: int = Field(15, ge=0, description="training epochs at most (0: untrained, the tuned LETKF)")
-    finetune_epochs: int = Field(5, ge=0, description="epochs of fine-tuning (truth loss) at finetune_sizes (0: none)")
+    epochs: int = Field(20, ge=0, description="training epochs at most (0: untrained, the tuned LETKF)")
+    finetune_epochs: int = Field(15, ge=0, description="epochs of fine-tuning (truth loss) at finetune_sizes (0: none)")
     finetune_sizes: list[int] | None = Field([40, 60, 100], description="sizes the N=train_N network is fine-tuned at "
                                              "(None: every N but train_N)")
-    finetune_max_minutes: float = Field(10.0, gt=0, description="wall-time budget of each fine-tuning (minutes)")
+    finetune_max_minutes: float = Field(30.0, gt=0, description="wall-time budget of each fine-tuning (minutes)")
+    finetune_lr: float | None = Field(None, gt=0, description="Adam learning rate of the fine-tuning (None: lr)")
+    at_N_sizes: list[int] = Field([60, 100], description="sizes at which a network is also trained from the start (truth "
+                                  "loss, starting at the tuned LETKF of that N, at most epochs epochs)")
+    at_N_lr: float | None = Field(None, gt=0, description="Adam learning rate of the training at at_N_sizes (None: lr)")
+    lr_final: float | None = Field(None, gt=0, description="cosine decay of the learning rate at train_N towards this "
+                                   "after the last epoch (None: constant)")
+    at_N_lr_final: float | None = Field(0.0003, gt=0, description="the same for the training at at_N_sizes; when "
+                                        "set, that training runs every epoch (no early stopping; the best validated "
+                                        "weights are kept)")
     adaptive: bool = Field(True, description="also run the LETKF with adaptive prior inflation (the grid radius)")
     lr: float = Field(0.003, gt=0, description="Adam learning rate")
     window: int = Field(10, ge=1, description="cycles per truncated-BPTT window")
-    patience: int = Field(4, ge=1, description="epochs without validation improvement before stopping")
+    patience: int = Field(5, ge=1, description="epochs without validation improvement before stopping")
     fresh_data: bool = Field(True, description="new training trajectories every epoch (False: one fixed set)")
     max_minutes: float = Field(60.0, gt=0, description="wall-time budget of each training (minutes)")
     hidden: int = Field(8, ge=1, description="channels of the ensemble field network")
@@ -90,6 +100,8 @@ class FilterBachConfig(_Strict):
     sites: int = Field(3, ge=1, description="taper rows / base inflations by distance to the nearest observation")
     correction: bool = Field(True, description="add the convolutional correction of the analysis mean")
     correction_hidden: int = Field(16, ge=1, description="channels of the mean correction")
+    correction_particles: bool = Field(False, description="give the mean correction the localised particle-filter "
+                                       "increment and effective sample size of the forecast ensemble as inputs")
     init_loc_rad: float | None = Field(None, gt=0, description="starting radius (None: the tuned LETKF's at train_N)")
     init_infl: float | None = Field(None, gt=1, description="starting inflation (None: the tuned LETKF's)")
     truth_free: bool = Field(True, description="also train the truth-free (next-observation) variant")
@@ -109,7 +121,7 @@ QUICK = {
     "grid_cycles": 250, "train_trajectories": 8, "train_cycles": 200, "valid_trajectories": 4, "valid_cycles": 200,
     "test_trajectories": 8, "test_cycles": 400, "burn_in": 50, "epochs": 4, "hidden": 4, "truth_free": False,
     "field": False, "correction": False, "fresh_data": False, "init_loc_rad": 6.0, "init_infl": 1.15, "lr": 0.1, "window": 5, "bar_truth": -0.03,
-    "bar_sizes": [20], "finetune_epochs": 0, "bar_adaptive": False,
+    "bar_sizes": [20], "finetune_epochs": 0, "finetune_lr": 0.05, "at_N_sizes": [], "bar_adaptive": False,
 }
 #: the quick preset starts far from the tuned LETKF (radius 6, inflation 1.15) and must come back within 3% of it
 
@@ -175,18 +187,32 @@ def _grids(setup: BachSetup, config: FilterBachConfig, data: TwinData, seeds: di
 
 
 def _train(setup: BachSetup, config: FilterBachConfig, data: dict[str, TwinData], grid: dict, loss: str,
-           seeds: dict[str, int], out: Path, resume: bool, say: Callable[[str], None]) -> tuple[LearnedFilterNet, dict]:
+           seeds: dict[str, int], out: Path, resume: bool, say: Callable[[str], None],
+           N: int | None = None) -> tuple[LearnedFilterNet, dict]:
+    """A network trained at ``N`` (default ``train_N``) from the tuned LETKF ``grid`` of that N.
+
+    The same seeds at every N: the network trained here at N (learning rate ``at_N_lr``) is the
+    one a run with ``train_N=N`` and ``lr=at_N_lr`` trains.
+    """
+    at = config.train_N if N is None else N
+    own = at != config.train_N  # a network of its own at another N: its own checkpoint and learning rate
+    lr = (config.at_N_lr or config.lr) if own else config.lr
+    lr_final = config.at_N_lr_final if own else config.lr_final
+    tag = f"_N{at}_lr{lr:g}" + (f"_to{lr_final:g}" if lr_final else "")
+    patience = config.epochs if own and lr_final else config.patience  # a decaying rate: the whole schedule
     torch.manual_seed(seeds["init"])
     field = {"hidden": config.hidden, "width": config.width} if config.field else None
-    correction = {"hidden": config.correction_hidden, "width": config.width} if config.correction else None
+    correction = ({"hidden": config.correction_hidden, "width": config.width}
+                  | ({"particles": True} if config.correction_particles else {})) if config.correction else None
     net = LearnedFilterNet(setup.n, loc_rad=config.init_loc_rad or grid["loc_rad"],
                            infl=config.init_infl or max(grid["infl"], 1.005), field=field, sites=config.sites,
                            correction=correction)
     if config.epochs == 0:
         return net, {"history": [], "best_valid": math.nan, "cpu_s": 0.0, "wall_s": 0.0, "stopped_early": False}
-    fit = fit_filter(setup, net, config.train_N, data["train"], data["valid"], generator=_gen(seeds["fit"]),
-                     loss=loss, epochs=config.epochs, lr=config.lr, window=config.window, patience=config.patience,
-                     burn_in=config.burn_in, checkpoint=out / f"checkpoint_{loss}.pt", resume=resume, progress=say,
+    fit = fit_filter(setup, net, at, data["train"], data["valid"], generator=_gen(seeds["fit"]),
+                     loss=loss, epochs=config.epochs, lr=lr, window=config.window, patience=patience,
+                     burn_in=config.burn_in, checkpoint=out / f"checkpoint_{loss}{tag if own else ''}.pt",
+                     resume=resume, progress=say, lr_final=lr_final,
                      fresh_data=config.fresh_data, max_seconds=60.0 * config.max_minutes)
     return net, {"history": fit.history, "best_valid": fit.best_valid, "cpu_s": fit.cpu_s, "wall_s": fit.wall_s,
                  "stopped_early": fit.stopped_early}
@@ -195,19 +221,24 @@ def _train(setup: BachSetup, config: FilterBachConfig, data: dict[str, TwinData]
 def _finetune(setup: BachSetup, config: FilterBachConfig, data: dict[str, TwinData], net: LearnedFilterNet, N: int,
               seeds: dict[str, int], out: Path, resume: bool,
               say: Callable[[str], None]) -> tuple[LearnedFilterNet | None, dict]:
-    """The truth-trained network trained on at N (truth loss, half the learning rate); None if it diverged."""
+    """The truth-trained network trained on at N (truth loss, ``finetune_lr``); None if it diverged."""
     tuned = copy.deepcopy(net)
+    lr = _finetune_lr(config)
     try:
         fit = fit_filter(setup, tuned, N, data["train"], data["valid"], generator=_gen(seeds["fit"] + N),
-                         loss="truth", epochs=config.finetune_epochs, lr=config.lr / 2, window=config.window,
+                         loss="truth", epochs=config.finetune_epochs, lr=lr, window=config.window,
                          patience=config.patience, burn_in=config.burn_in,
-                         checkpoint=out / f"checkpoint_finetune_N{N}.pt", resume=resume, progress=say,
+                         checkpoint=out / f"checkpoint_finetune_N{N}_lr{lr:g}.pt", resume=resume, progress=say,
                          fresh_data=config.fresh_data, max_seconds=60.0 * config.finetune_max_minutes)
     except RuntimeError as err:  # a diverging filter: reported, the unchanged network stands
         say(f"fine-tuning at N={N} failed: {err}")
         return None, {"failed": str(err)}
     return tuned, {"cpu_s": fit.cpu_s, "wall_s": fit.wall_s, "best_valid": fit.best_valid,
                    "epochs": len(fit.history) - 1, "stopped_early": fit.stopped_early}
+
+
+def _finetune_lr(config: FilterBachConfig) -> float:
+    return config.lr if config.finetune_lr is None else config.finetune_lr
 
 
 def _mean(v: torch.Tensor, keep: torch.Tensor) -> float:
@@ -272,6 +303,7 @@ def run(
     diverged: dict[str, dict[str, int]] = {}
     vs_adaptive: dict[int, dict[str, float]] = {}
     finetune: dict[str, dict] = {}
+    at_N: dict[str, dict] = {}
     test = data["test"]
     burn = min(config.burn_in, config.test_cycles // 2)
     cache = _ScoreCache(out / "test_scores.json", f"seed {seed}, sigma {config.sigma}, {config.test_trajectories}x"
@@ -302,6 +334,20 @@ def run(
                                       out / f"filter_finetuned_N{N}.pt")
                 per["finetuned"] = score(f"finetuned {_fingerprint(tuned)}",
                                          lambda tuned=tuned: learned_analysis(setup, tuned))
+        if N in config.at_N_sizes and N != config.train_N:
+            say(f"training a learned filter at N={N} from the tuned LETKF there (truth loss)")
+            try:
+                own, at_N[str(N)] = _train(setup, config, data, g, "truth", seeds, out, resume, say, N=N)
+            except RuntimeError as err:  # a diverging filter: reported, no column entry
+                say(f"training at N={N} failed: {err}")
+                at_N[str(N)] = {"failed": str(err)}
+            else:
+                at_N[str(N)].pop("history")
+                info = {"config": config.model_dump(), "seed": seed, "loss": "truth", "train_N": N,
+                        "best_valid_r_rmse": at_N[str(N)]["best_valid"]}
+                save_learned_analysis(LearnedLETKF(own, p=len(setup.obs_index), N=N, info=info),
+                                      out / f"filter_N{N}.pt")
+                per["at_N"] = score(f"at_N {_fingerprint(own)}", lambda own=own: learned_analysis(setup, own))
         # trajectories no filter lost (the adaptive baseline aside: it is compared on its own kept subset of them)
         ok = torch.stack([torch.isfinite(v) for k, v in per.items() if k != "adaptive"]).all(0)
         results[N] = {k: float(v.mean()) for k, v in per.items()}
@@ -330,13 +376,13 @@ def run(
 
     checks = {f"truth_N{N}": passes(N, "truth", config.bar_truth) or passes(N, "finetuned", config.bar_truth)
               for N in config.bar_sizes}
-    checks |= {f"large_N{N}": passes(N, "truth", config.bar_large) or passes(N, "finetuned", config.bar_large)
+    checks |= {f"large_N{N}": any(passes(N, k, config.bar_large) for k in ("truth", "finetuned", "at_N"))
                for N in config.bar_large_sizes if N in common}
     if config.truth_free:
         checks[f"truth_free_N{config.train_N}"] = passes(config.train_N, "observations", config.bar_truth_free)
     if config.adaptive and config.bar_adaptive:
         checks |= {f"beats_adaptive_N{N}": passes(N, "truth", 0.0, "adaptive") for N in config.bar_sizes}
-    finetune_cpu = sum(v.get("cpu_s", 0.0) for v in finetune.values())
+    finetune_cpu = sum(v.get("cpu_s", 0.0) for v in finetune.values()) + sum(v.get("cpu_s", 0.0) for v in at_N.values())
     fields = fields_vs_spread(setup, nets["truth"], test, config.train_N, seeds["test_ens"])
     plot_outputs(out, setup, nets, grids[config.train_N], common, fields)
     train_cpu = sum(t["cpu_s"] for t in training.values()) + finetune_cpu
@@ -346,6 +392,7 @@ def run(
         "r_rmse_truth_free": {str(N): r["observations"] for N, r in results.items() if "observations" in r},
         "r_rmse_finetuned": {str(N): r["finetuned"] for N, r in results.items() if "finetuned" in r},
         "r_rmse_adaptive": {str(N): r["adaptive"] for N, r in results.items() if "adaptive" in r},
+        "r_rmse_at_N": {str(N): r["at_N"] for N, r in results.items() if "at_N" in r},
         "rmse": results[config.train_N]["truth"],
         "baselines": {f"letkf_N{N}": r["letkf"] for N, r in results.items()}
         | {f"adaptive_N{N}": r["adaptive"] for N, r in results.items() if "adaptive" in r},
@@ -360,6 +407,7 @@ def run(
         "train_wall_s": sum(t["wall_s"] for t in training.values()),
         "training": {k: {kk: vv for kk, vv in v.items() if kk != "history"} for k, v in training.items()},
         "finetune": finetune,
+        "trained_at_N": at_N,
         "bar": {"truth_gain": config.bar_truth, "truth_sizes": config.bar_sizes, "large_gain": config.bar_large,
                 "large_sizes": config.bar_large_sizes,
                 "truth_free_gain": config.bar_truth_free if config.truth_free else None, "checks": checks},

@@ -22,7 +22,8 @@ PAPER_LETKF = {1.0: {5: 0.609, 10: 0.467, 20: 0.364, 40: 0.322, 100: 0.301},
 
 #: labels of the filters in the R-RMSE plot
 LABELS = {"letkf": "grid-searched LETKF", "adaptive": "LETKF, adaptive inflation", "truth": "learned (truth)",
-          "observations": "learned (next obs)", "finetuned": "learned (truth), fine-tuned at N"}
+          "observations": "learned (next obs)", "finetuned": "learned (truth), fine-tuned at N",
+          "at_N": "learned (truth), trained at N"}
 
 
 def fields_vs_spread(setup: BachSetup, net: LearnedFilterNet, data: TwinData, N: int, seed: int) -> dict[str, list]:

@@ -282,7 +282,7 @@ def fit_filter(setup: BachSetup, net: nn.Module, N: int, train: TwinData, valid:
                generator: torch.Generator, loss: str = "truth", epochs: int = 10, lr: float = 0.02,
                window: int = 10, patience: int = 3, burn_in: int = 100, checkpoint: Path | None = None,
                resume: bool = False, progress: Callable[[str], None] | None = None, fresh_data: bool = False,
-               max_seconds: float = math.inf) -> FitResult:
+               max_seconds: float = math.inf, lr_final: float | None = None) -> FitResult:
     """Train ``net`` (in place) at ensemble size N, epoch by epoch; keep the weights with the best validation R-RMSE.
 
     Each epoch starts the training trajectories from fresh ensembles (``generator``) and runs
@@ -292,7 +292,9 @@ def fit_filter(setup: BachSetup, net: nn.Module, N: int, train: TwinData, valid:
     ``loss="truth"`` and by the validation score (early stopping). ``fresh_data``: every epoch
     after the first trains on new trajectories of the same size as ``train`` (drawn with
     ``generator``; a twin can make as many as it likes, which keeps a network from fitting
-    the noise of one training set). Stops after ``max_seconds`` of wall time.
+    the noise of one training set). Stops after ``max_seconds`` of wall time. ``lr_final``: the
+    learning rate of epoch e follows a cosine from ``lr`` (epoch 1) towards ``lr_final`` (after
+    epoch ``epochs``); None: constant.
     """
     from hybrida.io.checkpoint import atomic_torch_save
 
@@ -326,6 +328,9 @@ def fit_filter(setup: BachSetup, net: nn.Module, N: int, train: TwinData, valid:
         if fresh_data and epoch > 1:
             B, K = train.truth.shape[1], train.y.shape[0]
             train = make_data(setup, B, K, generator)
+        if lr_final is not None:
+            for group in opt.param_groups:
+                group["lr"] = lr_final + (lr - lr_final) * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / epochs))
         E0 = initial_ensemble(train, N, generator)
         train_loss = train_epoch(setup, net, opt, E0, train, loss=loss, window=window, burn_in=min(20, burn_in))
         v = float(cycle_r_rmse(setup, learned_analysis(setup, net), E_valid, valid, burn_valid).mean())

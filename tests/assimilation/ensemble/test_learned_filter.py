@@ -222,3 +222,35 @@ def test_loaded_by_the_method_name_learned_and_cycled(tmp_path, monkeypatch):
         assert r.rmse_a == pytest.approx(q.rmse_a, rel=1e-3)  # up to the taper floor 1e-7
     with pytest.raises(ValueError, match="N"):
         learned.load_learned_analysis(path, N=1)
+
+
+def test_particle_channels_are_the_localised_particle_filter_mean_and_its_sample_size():
+    """By hand at one grid point; an untrained correction with them is still the LETKF; saved and rebuilt."""
+    from hybrida.assimilation.ensemble.learned_filter import MeanCorrection
+    from hybrida.assimilation.learned.base import rebuild_network
+
+    E, idx, y, sig = _case(6, seed=4)
+    rho = dense_taper(40, idx.to(D), torch.tensor(2.0, dtype=D))
+    inc, ess = MeanCorrection.particle_channels(E, E[..., idx], y, sig, rho)
+    i = 5
+    logw = torch.tensor([-0.5 * sum(float(rho[i, j]) * float((y[j] - E[m, idx[j]]) / sig[j]) ** 2
+                                    for j in range(len(idx))) for m in range(6)], dtype=D)
+    w = torch.softmax(logw, 0)
+    assert inc[i].item() == pytest.approx(float((w * E[:, i]).sum() - E[:, i].mean()), abs=1e-12)
+    assert ess[i].item() == pytest.approx(float(1.0 / (6 * (w * w).sum())), abs=1e-12)
+    assert bool(((ess >= 1 / 6 - 1e-12) & (ess <= 1 + 1e-12)).all())
+    _, ess_flat = MeanCorrection.particle_channels(E, E[..., idx], y, sig, torch.zeros_like(rho))
+    torch.testing.assert_close(ess_flat, torch.ones(40, dtype=D))  # no observation in reach: equal weights
+    net = LearnedFilterNet(40, loc_rad=2.0, infl=1.05, correction={"hidden": 4, "width": 1, "particles": True})
+    plain = LearnedFilterNet(40, loc_rad=2.0, infl=1.05)
+    torch.testing.assert_close(net(E, E[..., idx], y, sig, idx), plain(E, E[..., idx], y, sig, idx))
+    with torch.no_grad():
+        net.correction.body[-1].weight.normal_(0.0, 0.1, generator=torch.Generator().manual_seed(0))
+    spec = {"module": type(net).__module__, "class": type(net).__name__, "config": net.config,
+            "state_dict": net.state_dict()}
+    again = rebuild_network(spec)
+    assert again.correction.particles
+    torch.testing.assert_close(again(E, E[..., idx], y, sig, idx), net(E, E[..., idx], y, sig, idx))
+    assert not torch.allclose(net(E, E[..., idx], y, sig, idx), plain(E, E[..., idx], y, sig, idx))
+    with pytest.raises(ValueError, match="particle"):
+        net.correction(E, E, torch.zeros(40, dtype=D), torch.zeros(40, dtype=D))

@@ -81,29 +81,57 @@ class MeanCorrection(nn.Module):
 
     Periodic convolutions over member-symmetric channels: forecast and analysis means
     (centred, /4), forecast and analysis spreads, the whitened innovation of the forecast
-    mean at the observed points (0 elsewhere) and the observation mask.
+    mean at the observed points (0 elsewhere) and the observation mask. With ``particles``
+    two channels more, from the whole forecast ensemble rather than its first two moments:
+    the increment of a localised particle-filter mean over the forecast mean (member
+    weights per grid point i from the likelihood of the observations tapered by ρ_i·) and
+    the effective sample size of those weights over N. Both depend on N (the weights are
+    reliable only for a large ensemble), which lets one network use a large ensemble's
+    non-Gaussian information that the Gaussian LETKF update discards.
     """
 
-    def __init__(self, hidden: int = 16, width: int = 2):
+    def __init__(self, hidden: int = 16, width: int = 2, particles: bool = False):
         super().__init__()
-        self.config = {"hidden": hidden, "width": width}
+        self.config = {"hidden": hidden, "width": width} | ({"particles": True} if particles else {})
+        self.particles = bool(particles)
         k = 2 * width + 1
+        self.channels = 8 if particles else 6
 
         def conv(a: int, b: int) -> nn.Conv1d:
             return nn.Conv1d(a, b, k, padding=width, padding_mode="circular", dtype=torch.float64)
 
-        self.body = nn.Sequential(conv(6, hidden), nn.GELU(), conv(hidden, hidden), nn.GELU(), conv(hidden, 1))
+        self.body = nn.Sequential(conv(self.channels, hidden), nn.GELU(), conv(hidden, hidden), nn.GELU(),
+                                  conv(hidden, 1))
         nn.init.zeros_(self.body[-1].weight)
         nn.init.zeros_(self.body[-1].bias)
 
-    def forward(self, Ef: Tensor, Ea: Tensor, innovation: Tensor, mask: Tensor) -> Tensor:
-        """δ from forecast and analysis ensembles ``(..., N, n)`` and gridded innovation and mask ``(..., n)``."""
+    @staticmethod
+    def particle_channels(Ef: Tensor, HE: Tensor, y: Tensor, sig: Tensor, rho: Tensor) -> tuple[Tensor, Tensor]:
+        """Localised particle-filter increment and effective-sample fraction ``(..., n)`` each.
+
+        Weights of member m at grid point i: softmax over m of −½ Σ_j ρ_ij ((y_j − (HE)_mj) / σ_j)².
+        """
+        r = ((y.unsqueeze(-2) - HE) / sig) ** 2  # (..., N, p)
+        w = torch.softmax(-0.5 * r @ rho.transpose(-1, -2), dim=-2)  # (..., N, n)
+        increment = (w * Ef).sum(-2) - Ef.mean(-2)
+        ess = 1.0 / (Ef.shape[-2] * (w * w).sum(-2))
+        return increment, ess
+
+    def forward(self, Ef: Tensor, Ea: Tensor, innovation: Tensor, mask: Tensor,
+                particles: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """δ from forecast and analysis ensembles ``(..., N, n)`` and gridded innovation and mask ``(..., n)``.
+
+        ``particles``: :meth:`particle_channels` (needed when built with ``particles=True``).
+        """
         batch, n = Ef.shape[:-2], Ef.shape[-1]
         mf, ma = Ef.mean(-2), Ea.mean(-2)
         centre = mf.mean(-1, keepdim=True)
-        chans = torch.stack(((mf - centre) / 4.0, (ma - centre) / 4.0, Ef.std(-2), Ea.std(-2),
-                             innovation, mask.expand_as(mf)), -2)
-        return self.body(chans.reshape(-1, 6, n)).reshape(*batch, n)
+        chans = [(mf - centre) / 4.0, (ma - centre) / 4.0, Ef.std(-2), Ea.std(-2), innovation, mask.expand_as(mf)]
+        if self.particles:
+            if particles is None:
+                raise ValueError("MeanCorrection: built with particles=True, so the particle channels are needed")
+            chans += list(particles)
+        return self.body(torch.stack(chans, -2).reshape(-1, self.channels, n)).reshape(*batch, n)
 
 
 class LearnedFilterNet(nn.Module):
@@ -180,7 +208,8 @@ class LearnedFilterNet(nn.Module):
         innovation = torch.zeros(E.shape[:-2] + (self.n,), dtype=E.dtype, device=E.device)
         innovation = innovation.index_add(-1, cells, (y - HE.mean(-2)) / sig)
         mask = torch.zeros(self.n, dtype=E.dtype, device=E.device).index_fill(0, cells, 1.0)
-        return Ea + self.correction(E, Ea, innovation, mask).unsqueeze(-2)
+        particles = (MeanCorrection.particle_channels(E, HE, y, sig, rho) if self.correction.particles else None)
+        return Ea + self.correction(E, Ea, innovation, mask, particles).unsqueeze(-2)
 
 
 class LearnedLETKF(LearnedAnalysis):
