@@ -9,7 +9,8 @@ import torch
 
 from hybrida.assimilation.ensemble.learned_filter import LearnedLETKF
 from hybrida.experiment.config import ConfigError
-from hybrida.experiment.filter_bach_l96 import make_config, run
+from hybrida.experiment.filter_bach_config import make_config
+from hybrida.experiment.filter_bach_l96 import run
 
 #: smaller than --quick so that a test stays within ~30 s
 TINY = ["sizes=[20]", "infls=[1.02,1.06]", "radii=[2.0,4.0]", "grid_trajectories=2", "grid_cycles=120",
