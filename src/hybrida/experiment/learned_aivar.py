@@ -45,6 +45,7 @@ from hybrida.experiment.twin import Twin, climatology, make_twin
 from hybrida.io.checkpoint import atomic_torch_save
 from hybrida.learn.aivar import fit_aivar
 from hybrida.models.lorenz96 import Lorenz96
+from hybrida.nn.common import seeded
 from hybrida.observations.errors import DiagonalError
 from hybrida.observations.networks import IdentityObs, RadianceObs
 from hybrida.plots import plot_rmse_series, save_figure
@@ -287,8 +288,9 @@ def _run(cfg: AIVarConfig, out: Path, seed: int, quick: bool, resume: bool, say:
     say(f"3D-Var training-background rmse_a {ckpt['threedvar_train_rmse']:.3f}")
     train = _cases(cfg, xb_tr, _y(tr, cfg.seed_cycles))
     valid = _cases(cfg, xb_va, _y(va))
-    net = AIVarNet(40, 40, hidden=cfg.hidden, depth=cfg.depth, activation=cfg.activation,
-                   krylov=cfg.krylov).double()
+    with seeded(seeds["torch_global"]):  # the layers' initial weights: the same seed, the same network
+        net = AIVarNet(40, 40, hidden=cfg.hidden, depth=cfg.depth, activation=cfg.activation,
+                       krylov=cfg.krylov).double()
     if ckpt["net"] is not None:
         net.load_state_dict(ckpt["net"])
     for r in range(len(ckpt["fits"]), cfg.refine_rounds + 1):

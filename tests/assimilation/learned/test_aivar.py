@@ -333,3 +333,8 @@ def test_pipeline_tiny_bar(tmp_path, lr: float) -> None:
     if lr > 0:  # resume reuses the backgrounds and the fit: same network, same score
         again = run(tmp_path, seed=2, quick=True, overrides=[*TINY, f"lr={lr}", "bar_ratio=1.10"], resume=True)
         assert again["rmse"] == pytest.approx(s["rmse"])
+        # a fresh run with the same seed trains the same network (its initial weights are seeded)
+        torch.manual_seed(12345)  # whatever the global RNG holds
+        fresh = run(tmp_path / "fresh", seed=2, quick=True, overrides=[*TINY, f"lr={lr}", "bar_ratio=1.10"],
+                    resume=False)
+        assert fresh["rmse"] == s["rmse"]
