@@ -68,3 +68,18 @@ def test_sweep_vectorize_gives_the_point_by_point_table(tmp_path):
     # the ETKF points ran as one batch of 4; the EnKF (random perturbations) point by point
     assert vec.loc[vec["method"] == "etkf", "vectorized"].tolist() == [4] * 4
     assert vec.loc[vec["method"] == "enkf", "vectorized"].isna().all()
+
+
+def test_sweep_vectorize_splits_a_group_across_local_processes(tmp_path):
+    from hybrida.experiment.sweep import _vectorized_parts, load_sweep, run_sweep
+
+    assert [len(p) for p in _vectorized_parts(list(range(5)), 2)] == [3, 2]
+    assert [len(p) for p in _vectorized_parts(list(range(3)), 4)] == [3]  # parts keep two runs or more
+    spec = load_sweep({
+        "name": "vec2", "base": "lorenz96/sakov2008", "set": {"cycles": 30, "burn_in": 0.5},
+        "methods": ["etkf"], "N": [10], "infl": [1.02, 1.05], "seeds": [1, 2],
+    })
+    two = run_sweep(spec, tmp_path / "p", workers=2, progress=False, vectorize=True).runs
+    one = run_sweep(spec, tmp_path / "o", workers=0, progress=False, vectorize=True).runs
+    assert (two["rmse_a"] - one["rmse_a"]).abs().max() < 1e-12
+    assert two["vectorized"].tolist() == [2] * 4 and one["vectorized"].tolist() == [4] * 4

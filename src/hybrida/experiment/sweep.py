@@ -180,9 +180,37 @@ def run_point(config_data: dict[str, Any], out_dir: str | None) -> dict[str, Any
         return {"error": f"{type(err).__name__}: {err}", "diverged": True, "rmse_a": math.nan}
 
 
-def _run_vectorized(runs: list[SweepRun], summaries: list, progress: bool) -> None:
-    """Fill ``summaries`` for the groups of ``runs`` that batch (two runs or more); leave the others None."""
-    from hybrida.experiment.vectorized import run_vectorized, split_groups, why_not_vectorizable
+def _vectorized_parts(batch: list, workers: int) -> list[list]:
+    """``batch`` cut into at most ``workers`` consecutive parts of two runs or more."""
+    k = max(1, min(workers, len(batch) // 2))
+    step = math.ceil(len(batch) / k)
+    return [batch[i : i + step] for i in range(0, len(batch), step)]
+
+
+def _run_parts(parts: list[list], progress: bool) -> list[dict[str, Any]]:
+    """``run_vectorized`` on each part: in this process for one part, else one local process per part.
+
+    Processes are forked where the platform allows it (no re-import, ~0.1 s), else spawned.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from hybrida.experiment.vectorized import run_vectorized
+
+    if len(parts) == 1:
+        return run_vectorized(parts[0], progress=progress)
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with ProcessPoolExecutor(len(parts), mp_context=multiprocessing.get_context(method)) as pool:
+        return [s for part in pool.map(run_vectorized, parts) for s in part]
+
+
+def _run_vectorized(runs: list[SweepRun], summaries: list, progress: bool, workers: int = 1) -> None:
+    """Fill ``summaries`` for the groups of ``runs`` that batch (two runs or more); leave the others None.
+
+    With ``workers`` > 1 a group is cut into up to ``workers`` batches run side by side in local
+    processes (each run's numbers are those of its unbatched run to ~1e-12 either way).
+    """
+    from hybrida.experiment.vectorized import split_groups, why_not_vectorizable
 
     configs = [r.config for r in runs]
     for group in split_groups(configs):
@@ -190,7 +218,7 @@ def _run_vectorized(runs: list[SweepRun], summaries: list, progress: bool) -> No
         if len(group) < 2 or why_not_vectorizable(batch) is not None:
             continue
         try:
-            results = run_vectorized(batch, progress=progress)
+            results = _run_parts(_vectorized_parts(batch, workers), progress)
         except Exception as err:  # noqa: BLE001 - a broken group falls back to single runs
             log.warning("vectorised group failed (%s); running it point by point", err)
             continue
@@ -228,8 +256,9 @@ def run_sweep(
     workers is started. ``workers=0`` runs the points serially in this process.
     ``on_start()`` is called once the workers are reachable, before the first run.
     ``vectorize=True`` runs each group of points that differ only in seed and inflation as
-    one batch in this process (:mod:`hybrida.experiment.vectorized`; no per-run output
-    folders); the points that cannot be batched run as usual.
+    batches (:mod:`hybrida.experiment.vectorized`; no per-run output folders): without a
+    ``scheduler``, up to ``workers`` batches side by side in local processes (``workers`` 0 or
+    1: one batch in this process); the points that cannot be batched run as usual.
     """
     from tqdm.auto import tqdm
 
@@ -242,7 +271,7 @@ def run_sweep(
     payloads = [(r.config.model_dump(mode="json"), str(out / r.run_id)) for r in runs]
     summaries: list[dict[str, Any] | None] = [None] * len(runs)
     if vectorize:
-        _run_vectorized(runs, summaries, progress)
+        _run_vectorized(runs, summaries, progress, workers if scheduler is None else 1)
         payloads = [(cfg, d) if summaries[i] is None else None for i, (cfg, d) in enumerate(payloads)]
     serial = (scheduler is None and workers == 0) or all(p is None for p in payloads)
     # connect first: an unreachable scheduler fails before anything is written
