@@ -30,7 +30,8 @@ def sweep(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
     vectorize: Annotated[
         bool,
-        typer.Option("--vectorize", help="run points differing only in seed/infl as one tensor program (ETKF, LETKF, DEnKF)"),
+        typer.Option("--vectorize", help="run points differing only in seed/infl as tensor programs (ETKF, LETKF, "
+                     "DEnKF): up to --workers batches side by side in local processes"),
     ] = False,
 ) -> None:
     """Run a grid of experiments on Dask and write runs.csv, table.csv, table.md (medians over seeds)."""
