@@ -252,3 +252,14 @@ def test_cuda_resume_from_a_checkpoint_continues_on_the_gpu(tmp_path):
     assert all(r.posterior_mean.device.type == "cuda" for r in resumed.records)  # the checkpoint's too
     torch.testing.assert_close(_means(resumed).cpu(), _means(full).cpu(), rtol=0, atol=1e-12)
     assert (tmp_path / "run" / "results.nc").exists()
+
+
+def test_to_device_leaves_numpy_arrays_alone():
+    """numpy 2 arrays have an array-API ``to_device`` of their own (a device string): not ours to call."""
+    import numpy as np
+
+    from hybrida.device import to_device
+
+    times = np.arange(3.0)
+    moved = to_device({"times": times, "y": torch.ones(2)}, torch.device("cpu"))
+    assert moved["times"] is times

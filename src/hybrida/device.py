@@ -13,6 +13,7 @@ import dataclasses
 import re
 from typing import Any
 
+import numpy as np
 import torch
 
 #: the device names a config accepts
@@ -62,6 +63,8 @@ def to_device(obj: Any, device: torch.device | str) -> Any:
     device = torch.device(device)
     if isinstance(obj, torch.Tensor):
         return obj if obj.device == device else obj.to(device)
+    if isinstance(obj, np.ndarray):  # host data (e.g. an observation file's times); numpy 2's own
+        return obj  # array-API ``to_device`` takes a device string, not a torch device
     own = getattr(obj, "to_device", None)  # e.g. Observation, ErrorModel: they know their tensors
     if callable(own) and not isinstance(obj, type):
         return own(device)
