@@ -80,11 +80,12 @@ class Observation:
 
         stored = self.stored_matrix
         here = [t for t in (self.y, self.locations, stored, self.indices) if t is not None]
+        error = self.error.to_device(device)
         meta = to_device(self.meta, device)  # e.g. a gross-error mask, a bias
-        if all(t.device == device for t in here) and self.error.to_device(device) is self.error and meta is self.meta:
+        if all(t.device == device for t in here) and error is self.error and meta is self.meta:
             return self
         return replace(
-            self, y=move(self.y), error=self.error.to_device(device), locations=move(self.locations),
+            self, y=move(self.y), error=error, locations=move(self.locations),
             matrix=move(stored), indices=move(self.indices), meta=meta,
         )
 
