@@ -35,7 +35,7 @@ from pydantic import Field
 from hybrida.assimilation.base import AssimilationMethod
 from hybrida.assimilation.ensemble.etkf import ETKF
 from hybrida.assimilation.learned import save_learned_analysis
-from hybrida.assimilation.learned.aivar import AIVar, AIVarNet
+from hybrida.assimilation.learned.aivar import AIVar, AIVarNet, error_covariance
 from hybrida.assimilation.variational.threedvar import ThreeDVar
 from hybrida.cycle import FilterDiverged, run_cycle
 from hybrida.experiment.builder import derive_seeds
@@ -46,7 +46,6 @@ from hybrida.io.checkpoint import atomic_torch_save
 from hybrida.learn.aivar import fit_aivar
 from hybrida.models.lorenz96 import Lorenz96
 from hybrida.nn.common import seeded
-from hybrida.observations.errors import DiagonalError
 from hybrida.observations.networks import IdentityObs, RadianceObs
 from hybrida.plots import plot_rmse_series, save_figure
 
@@ -193,8 +192,7 @@ def _cases(cfg: AIVarConfig, xb: torch.Tensor, y: torch.Tensor) -> tuple[torch.T
 def _fit(cfg: AIVarConfig, net: AIVarNet, data: dict, train: tuple, valid: tuple, epochs: int, first: bool,
          gen: torch.Generator, progress: bool, budget: float) -> dict:
     obs0 = data["train"].observations[0]
-    err = obs0.error
-    R = err.variance if isinstance(err, DiagonalError) else err.cov
+    R = error_covariance(obs0.error)
     B = cfg.xB * data["clim"][1]
     res = fit_aivar(net, *train, operator=obs0.operator, B=B, R=R, valid=valid, full_fraction=cfg.full_fraction,
                     drop_max=cfg.drop_max, epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr,
